@@ -1,0 +1,27 @@
+"""vqlib: the soft VQ-VAE of Wu & Flierl (AAAI 2020) and the bottlenecks it is compared with.
+
+    z_q, aux = bottleneck(z_e, extra)      # every bottleneck, see vqlib.bottlenecks
+    model = Autoencoder.from_config(RunConfig(bottleneck="soft_vq"), input_shape=(784,))
+    metrics = run_experiment(RunConfig(dataset="mnist5k"), "runs/example")
+"""
+
+from .bottlenecks import (BOTTLENECKS, QUANTIZERS, CodebookUsage, EMVectorQuantizer, Identity, InformationDropout,
+                          SoftVectorQuantizer, VAE, VectorQuantizer, make_bottleneck, posterior_mean)
+from .config import DATASETS, RunConfig
+from .datasets import Dataset, DatasetUnavailableError, load_dataset
+from .evaluation import (clustering_accuracy, evaluate_latents, evaluate_model, evaluate_raw, kmeans_scores,
+                         summarize)
+from .model import Autoencoder
+from .runs import evaluate_run, run_experiment
+from .training import TrainResult, load_checkpoint, train
+from .utils import provenance, resolve_device, set_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BOTTLENECKS", "DATASETS", "QUANTIZERS", "Autoencoder", "CodebookUsage", "Dataset", "DatasetUnavailableError",
+    "EMVectorQuantizer", "Identity", "InformationDropout", "RunConfig", "SoftVectorQuantizer", "TrainResult", "VAE",
+    "VectorQuantizer", "clustering_accuracy", "evaluate_latents", "evaluate_model", "evaluate_raw", "evaluate_run",
+    "kmeans_scores", "load_checkpoint", "load_dataset", "make_bottleneck", "posterior_mean", "provenance",
+    "resolve_device", "run_experiment", "set_seed", "summarize", "train",
+]

@@ -1,0 +1,117 @@
+"""What every bottleneck shares: the call shape, input checks and codebook statistics.
+
+Every bottleneck is called the same way::
+
+    z_q, aux = bottleneck(z_e, extra)
+
+``z_e`` (b, d) is the encoder output of width ``code_dim``; ``extra`` is the output of a second
+encoder head of width ``bottleneck.extra_dim`` (log-variances for the VAE, alpha logits for
+information dropout, per-input log sigmas for the soft VQ-VAE) or ``None`` when
+``extra_dim == 0``. ``aux`` is a dict holding the weighted ``"loss"`` (a scalar tensor, already
+including the bottleneck's own weights such as beta) and its named terms; quantizers also return
+``"indices"`` (b,) of the nearest (or most probable) codeword and the batch ``"perplexity"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# helpers
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= {minimum}")
+    return value
+
+
+def check_non_negative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a finite number >= 0")
+    return float(value)
+
+
+def check_choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
+    return value
+
+
+def uniform_unit_scaling_(tensor: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's ``uniform_unit_scaling`` initializer for a (K, d) codebook.
+
+    TF stores the VQ-VAE codebook as (d, K), so its fan-in is d: U(-sqrt(3/d), sqrt(3/d)).
+    """
+    bound = math.sqrt(3.0 / tensor.shape[-1])
+    with torch.no_grad():
+        return tensor.uniform_(-bound, bound)
+
+
+def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """||z_i - mu_k||^2 for every row of z (b, d) and codeword (K, d) -> (b, K).
+
+    Computed from the differences, not as |z|^2 - 2 z.mu + |mu|^2, which cancels catastrophically
+    in float32 when codes lie far from the origin and the posterior is sharp (tiny sigma).
+    """
+    return (z.unsqueeze(-2) - codebook).pow(2).sum(-1)  # (b, K, d) -> (b, K)
+
+
+def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """exp(entropy) of the code-usage distribution given by ``counts`` (K,)."""
+    p = counts.double() / counts.sum().clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
+    return torch.exp(entropy)
+
+
+class CodebookUsage:
+    """Counts how often each codeword is chosen over a whole pass (not one batch).
+
+    >>> usage = CodebookUsage(num_codes=4)
+    >>> usage.update(torch.tensor([0, 0, 1, 3]))
+    >>> usage.codes_used
+    3
+    """
+
+    def __init__(self, num_codes: int):
+        self.counts = torch.zeros(check_positive_int("num_codes", num_codes), dtype=torch.long)
+
+    def update(self, indices: torch.Tensor) -> None:
+        self.counts += torch.bincount(indices.reshape(-1).cpu(), minlength=len(self.counts))
+
+    @property
+    def perplexity(self) -> float:
+        return float(perplexity_from_counts(self.counts))
+
+    @property
+    def codes_used(self) -> int:
+        return int((self.counts > 0).sum())
+
+
+class Bottleneck(nn.Module):
+    """Base class: stores ``code_dim``, checks inputs, declares the width of the extra head."""
+
+    extra_dim: int = 0  # width of the second encoder head this bottleneck reads (0: none)
+    num_codes: int | None = None  # quantizers only
+
+    def __init__(self, code_dim: int):
+        super().__init__()
+        self.code_dim = check_positive_int("code_dim", code_dim)
+
+    def check_input(self, z_e: torch.Tensor, extra: torch.Tensor | None) -> None:
+        if z_e.dim() != 2 or z_e.shape[-1] != self.code_dim:
+            raise ValueError(
+                f"z_e has shape {tuple(z_e.shape)}: {type(self).__name__} expects (batch, code_dim) "
+                f"with code_dim={self.code_dim}"
+            )
+        if self.extra_dim and (extra is None or extra.shape != (z_e.shape[0], self.extra_dim)):
+            got = None if extra is None else tuple(extra.shape)
+            raise ValueError(
+                f"extra has shape {got}: {type(self).__name__} expects (batch, {self.extra_dim}) "
+                "from the encoder's second head"
+            )
+
+    def zero_loss(self, z_e: torch.Tensor) -> torch.Tensor:
+        return z_e.new_zeros(())

@@ -1,0 +1,99 @@
+"""Command line: ``python -m vqlib train ...`` and ``python -m vqlib evaluate DIR``.
+
+Every option of ``train`` is a field of :class:`vqlib.config.RunConfig`, with the same name
+(``--num-iterations`` for ``num_iterations``), help text and default. Bad arguments print one
+line naming the option, the value and what is allowed, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import MISSING, fields
+
+from .config import RunConfig
+from .datasets import DatasetUnavailableError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block, exit status 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parse_optional_float(text: str):
+    return None if text.lower() == "none" else float(text)
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(RunConfig)
+    for f in fields(RunConfig):
+        hint = hints[f.name]
+        kind = {int: int, float: float, str: str}.get(hint, _parse_optional_float)
+        choices = f.metadata.get("choices")
+        default = f.default if f.default is not MISSING else None
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,
+                            choices=choices, metavar=None if choices else f.name.upper(),
+                            help=f"{f.metadata['help']} (default: {default})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vqlib", description="Train and evaluate the soft VQ-VAE and its baselines "
+                                                "(Wu & Flierl, AAAI 2020).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="train a model, evaluate it and write a run folder",
+                                description="Train a model, then evaluate it with the paper's protocol. Writes "
+                                            "config.json, checkpoint.pt, history.json, metrics.json and latents.npz "
+                                            "to --out; a folder with a checkpoint is resumed.")
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it has a checkpoint)")
+    train.add_argument("--published-code", action="store_true",
+                       help="start from the authors' published MNIST settings (RunConfig.published_code); "
+                            "explicit options still override them (default: off)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
+    _add_config_options(train)
+    evaluate = commands.add_parser("evaluate", help="re-evaluate a run folder from its checkpoint",
+                                   description="Re-run the paper's evaluation on a trained run folder and rewrite "
+                                               "its metrics.json and latents.npz.")
+    evaluate.add_argument("run_dir", metavar="DIR", help="a run folder written by `vqlib train`")
+    evaluate.add_argument("--n-init", type=int, default=None,
+                          help="k-means initialisations (default: the value the run was trained with)")
+    evaluate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"),
+                          help="device for encoding (default: cpu)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            from .runs import run_experiment
+
+            explicit = {f.name for f in fields(RunConfig) if _given(argv, f.name)}
+            values = {f.name: getattr(args, f.name) for f in fields(RunConfig)}
+            if args.published_code:
+                base = RunConfig.published_code().to_dict()
+                values = {k: (values[k] if k in explicit else base[k]) for k in values}
+            config = RunConfig(**values)
+            metrics = run_experiment(config, args.out, progress=not args.no_progress, reuse=False)
+        else:
+            from .runs import evaluate_run
+
+            if args.n_init is not None and args.n_init < 1:
+                raise ValueError(f"n_init={args.n_init!r} is not allowed: n_init must be an integer >= 1")
+            metrics = evaluate_run(args.run_dir, n_init=args.n_init, device=args.device)
+    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"vqlib {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    summary = {k: metrics.get(k) for k in ("dataset", "bottleneck", "seed", "clustering_acc", "nmi",
+                                           "classification_acc", "perplexity", "codes_used")}
+    print(json.dumps(summary))
+    return 0
+
+
+def _given(argv, name: str) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    flag = f"--{name.replace('_', '-')}"
+    return any(a == flag or a.startswith(flag + "=") for a in argv)

@@ -1,0 +1,106 @@
+"""One flat run configuration shared by the library, the command line and the notebooks.
+
+Every field carries its help text (shown by ``python -m vqlib train --help``) and is checked in
+``__post_init__``: a bad value raises ``ValueError`` naming the parameter, the value and what is
+allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+
+from .bottlenecks import BOTTLENECKS
+from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, SIGMA_SOURCES
+from .bottlenecks.vq import REDUCTIONS
+
+DATASETS = ("mnist", "svhn", "cifar10", "mnist5k", "digits")
+RECONSTRUCTIONS = ("bernoulli", "nmse")
+ARCHITECTURES = ("auto", "mlp", "cnn")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _f(default, help, choices=None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class RunConfig:
+    # data
+    dataset: str = _f("mnist5k", "dataset to train on", DATASETS)
+    data_dir: str = _f("data", "folder that holds (or receives) the downloaded datasets")
+    # model
+    bottleneck: str = _f("soft_vq", "bottleneck between encoder and decoder", tuple(BOTTLENECKS))
+    architecture: str = _f("auto", "encoder/decoder: auto picks mlp for MNIST-like data, cnn for 32x32 colour images",
+                           ARCHITECTURES)
+    code_dim: int = _f(64, "d, the width of z_e (paper: 64 on MNIST, 256 on SVHN/CIFAR-10)")
+    num_codes: int = _f(128, "K, codebook size for vq, soft_vq and em_vq (paper: 128 on MNIST)")
+    beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
+                                  "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq 0.25)")
+    noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
+    sigma: str = _f("codeword", "soft_vq: one learned sigma per codeword, or a per-input encoder head of width K",
+                    SIGMA_SOURCES)
+    gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
+    formula: str = _f("paper", "soft_vq: eq. 5-7 in log space, or the published notebook's formula", FORMULAS)
+    reduction: str = _f("sum", "vq family: latent terms summed over d (eq. 27) or averaged over elements "
+                               "(published code)", REDUCTIONS)
+    # training
+    num_iterations: int = _f(2000, "number of Adam steps (paper: 40000)")
+    batch_size: int = _f(32, "batch size (paper: 32; published MNIST code: 64)")
+    lr: float = _f(3e-4, "Adam learning rate (paper: 3e-4)")
+    reconstruction: str = _f("bernoulli", "reconstruction term: Bernoulli log-likelihood (paper) or MSE divided by "
+                                          "the data variance (published code)", RECONSTRUCTIONS)
+    latent_weight: float = _f(1.0, "weight of the bottleneck loss (published MNIST code: 3.0)")
+    seed: int = _f(0, "random seed for initialisation, batches and noise")
+    device: str = _f("auto", "auto picks cuda, then mps, then cpu", DEVICES)
+    log_every: int = _f(100, "steps between progress-bar and loss-curve updates")
+    checkpoint_every: int = _f(1000, "steps between checkpoints (an interrupted run resumes from the last)")
+    # evaluation
+    n_init: int = _f(10, "k-means initialisations for the clustering accuracy (paper: 100)")
+    classifier_iterations: int = _f(500, "maximum iterations of the single-layer softmax classifier")
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(f"{f.name}={value!r} is not allowed: choose one of {', '.join(map(repr, choices))}")
+        for name in ("code_dim", "num_codes", "num_iterations", "batch_size", "log_every", "checkpoint_every",
+                     "n_init", "classifier_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r} is not allowed: seed must be an integer >= 0")
+        for name in ("noise_std", "latent_weight", "beta"):
+            value = getattr(self, name)
+            if value is None and name == "beta":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}={value!r} is not allowed: {name} must be a finite number >= 0")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < 1):
+            raise ValueError(f"lr={self.lr!r} is not allowed: lr must be a number in (0, 1)")
+
+    @classmethod
+    def published_code(cls, **overrides) -> "RunConfig":
+        """The authors' published MNIST notebook: no noise, per-input sigma head, their formula,
+        straight-through, batch 64, normalised MSE + 3.0 * (codebook + 2.5 * commitment), element means."""
+        values = dict(bottleneck="soft_vq", noise_std=0.0, sigma="encoder", formula="published",
+                      gradient="straight_through", batch_size=64, reconstruction="nmse", latent_weight=3.0,
+                      beta=2.5, reduction="mean")
+        return cls(**{**values, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}: allowed keys are {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)

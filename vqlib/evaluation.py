@@ -1,0 +1,114 @@
+"""The paper's evaluation protocol ("Representation Learning Tasks").
+
+Encode the test set to z_e (before any noise or quantisation); k-means with 10 clusters and
+``n_init`` initialisations (the paper: 100), accuracy by the optimal one-to-one matching of
+clusters to labels (Hungarian algorithm, scipy's ``linear_sum_assignment``) and NMI; a
+single-layer softmax classifier trained on the training latents and tested on the test latents.
+The "raw data" row applies the same tests to the pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .bottlenecks import CodebookUsage
+
+METRICS = ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used")
+
+
+def clustering_accuracy(labels, clusters) -> float:
+    """Accuracy of ``clusters`` under the best one-to-one map of clusters to labels (Hungarian matching)."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    if labels.shape != clusters.shape:
+        raise ValueError(f"labels and clusters differ in shape: {labels.shape} vs {clusters.shape}")
+    label_ids, y = np.unique(labels, return_inverse=True)
+    cluster_ids, c = np.unique(clusters, return_inverse=True)
+    contingency = np.zeros((len(cluster_ids), len(label_ids)), dtype=np.int64)
+    np.add.at(contingency, (c, y), 1)
+    rows, cols = linear_sum_assignment(contingency, maximize=True)
+    return float(contingency[rows, cols].sum() / len(labels))
+
+
+def kmeans_scores(z, labels, n_clusters: int = 10, n_init: int = 10, seed: int = 0) -> dict:
+    """k-means on z (best of ``n_init`` initialisations): clustering accuracy and NMI."""
+    clusters = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(np.asarray(z, np.float64))
+    return {"clustering_acc": clustering_accuracy(labels, clusters),
+            "nmi": float(normalized_mutual_info_score(labels, clusters))}  # 2 I / (H(y) + H(y_hat))
+
+
+def classification_accuracy(z_train, y_train, z_test, y_test, max_iter: int = 500, seed: int = 0) -> float:
+    """Test accuracy of a single-layer softmax classifier (multinomial logistic regression on
+    standardised features) trained on the training latents."""
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    classifier.fit(np.asarray(z_train, np.float64), np.asarray(y_train))
+    return float(classifier.score(np.asarray(z_test, np.float64), np.asarray(y_test)))
+
+
+@torch.no_grad()
+def encode(model, x: torch.Tensor, batch_size: int = 1000):
+    """z_e for every row of x, and the codebook usage over the whole pass (None for non-quantizers)."""
+    model.eval()
+    device = next(model.parameters()).device
+    usage = CodebookUsage(model.bottleneck.num_codes) if model.bottleneck.num_codes else None
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        z_e, extra = model.encode_heads(xb)
+        if usage is not None:
+            usage.update(model.bottleneck(z_e, extra)[1]["indices"])
+        chunks.append(z_e.float().cpu())
+    return torch.cat(chunks).numpy(), usage
+
+
+def evaluate_latents(z_train, y_train, z_test, y_test, n_init: int = 10, classifier_iterations: int = 500,
+                     seed: int = 0) -> dict:
+    """Clustering accuracy, NMI (on the test set) and classification accuracy (train -> test)."""
+    metrics = kmeans_scores(z_test, y_test, n_init=n_init, seed=seed)
+    metrics["classification_acc"] = classification_accuracy(z_train, y_train, z_test, y_test,
+                                                             classifier_iterations, seed)
+    return metrics
+
+
+def evaluate_model(model, dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0):
+    """The paper's protocol on a trained model -> (metrics, latents).
+
+    latents: dict of numpy arrays ``z_test``, ``y_test``, ``z_train``, ``y_train``.
+    """
+    z_train, _ = encode(model, dataset.x_train)
+    z_test, usage = encode(model, dataset.x_test)
+    latents = {"z_test": z_test, "y_test": dataset.y_test.cpu().numpy(),
+               "z_train": z_train, "y_train": dataset.y_train.cpu().numpy()}
+    metrics = evaluate_latents(z_train, latents["y_train"], z_test, latents["y_test"], n_init,
+                               classifier_iterations, seed)
+    metrics["perplexity"] = usage.perplexity if usage else None
+    metrics["codes_used"] = usage.codes_used if usage else None
+    return metrics, latents
+
+
+def evaluate_raw(dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0) -> dict:
+    """The "raw data" row: the same tests on the flattened pixels."""
+    flat = lambda t: t.reshape(len(t), -1).cpu().numpy()  # noqa: E731
+    metrics = evaluate_latents(flat(dataset.x_train), dataset.y_train.cpu().numpy(), flat(dataset.x_test),
+                               dataset.y_test.cpu().numpy(), n_init, classifier_iterations, seed)
+    return {**metrics, "perplexity": None, "codes_used": None}
+
+
+def summarize(rows, by=("dataset", "bottleneck"), metrics=METRICS):
+    """Mean and standard deviation over seeds: a pandas DataFrame with columns ``<metric>_mean``,
+    ``<metric>_std`` and ``runs``, one row per group."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    by = [c for c in by if c in frame.columns]
+    present = [m for m in metrics if m in frame.columns]
+    grouped = frame.groupby(by, sort=False)[present].agg(["mean", "std"])
+    grouped.columns = [f"{m}_{stat}" for m, stat in grouped.columns]
+    grouped["runs"] = frame.groupby(by, sort=False).size()
+    return grouped.reset_index()

@@ -1,0 +1,52 @@
+"""The autoencoder: encoder -> bottleneck -> decoder, identical for every model of a table."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .bottlenecks import Bottleneck, make_bottleneck
+from .networks import make_networks
+
+
+class Autoencoder(nn.Module):
+    """x -> encoder -> (z_e, extra) -> bottleneck -> z_q -> decoder -> logits of x_hat.
+
+    The encoder's last layer has code_dim + bottleneck.extra_dim units, split into z_e and the
+    extra head (log-variances, alpha logits or log sigmas): the paper's "two separate encoder
+    output layers". Only the bottleneck differs between the compared models.
+    """
+
+    def __init__(self, bottleneck: Bottleneck, architecture: str, input_shape):
+        super().__init__()
+        self.bottleneck = bottleneck
+        self.architecture = architecture
+        self.input_shape = tuple(input_shape)
+        self.encoder, self.decoder = make_networks(architecture, self.input_shape, bottleneck.code_dim,
+                                                   bottleneck.extra_dim)
+
+    @classmethod
+    def from_config(cls, config, input_shape) -> "Autoencoder":
+        architecture = config.architecture
+        if architecture == "auto":
+            architecture = "cnn" if len(input_shape) == 3 else "mlp"
+        bottleneck = make_bottleneck(
+            config.bottleneck, code_dim=config.code_dim, num_codes=config.num_codes, beta=config.beta,
+            noise_std=config.noise_std, sigma=config.sigma, gradient=config.gradient, formula=config.formula,
+            reduction=config.reduction)
+        return cls(bottleneck, architecture, input_shape)
+
+    def encode_heads(self, x: torch.Tensor):
+        h = self.encoder(x)  # (b, d + extra_dim)
+        z_e, extra = h.split([self.bottleneck.code_dim, self.bottleneck.extra_dim], dim=-1)
+        return z_e, (extra if self.bottleneck.extra_dim else None)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> z_e (b, d), the representation the downstream tasks use (before any noise or quantisation)."""
+        return self.encode_heads(x)[0]
+
+    def forward(self, x: torch.Tensor):
+        """x (b, *input_shape) -> (x_logits (b, *input_shape), z_e (b, d), aux of the bottleneck)."""
+        z_e, extra = self.encode_heads(x)
+        z_q, aux = self.bottleneck(z_e, extra)
+        return self.decoder(z_q), z_e, aux

@@ -1,0 +1,193 @@
+"""Training as the paper sets it up: Adam, loss eq. 27, in-memory batches sampled on the device.
+
+The paper's MLP is small, so per-step overhead is what costs time. The loop keeps the whole
+dataset on the training device and draws batches there (no DataLoader, no host-device copy),
+keeps running sums on the device and synchronises with the host only every ``log_every`` steps,
+and uses the fused Adam step where PyTorch offers it.
+
+Checkpoints (``checkpoint.pt``) hold the model, the optimiser, the config, the step, the random
+states and the loss history, and are written atomically; ``train(config, out_dir)`` on a folder
+with a checkpoint resumes from it and ends with exactly the model an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .datasets import Dataset, load_dataset
+from .model import Autoencoder
+from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
+# config fields that may differ when resuming (they do not change what has been computed so far)
+RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
+                     "data_dir"}
+
+
+def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, data_variance: float | None = None):
+    """-log p(x | z_q) per example, averaged over the batch.
+
+    ``bernoulli``: binary cross-entropy summed over pixels (the paper's -log p(x | z_hat) for x in [0, 1]);
+    ``nmse``: mean squared error of sigmoid(logits) divided by the data variance (published code).
+    """
+    if kind == "bernoulli":
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+    return F.mse_loss(torch.sigmoid(logits), x) / data_variance
+
+
+@dataclass
+class TrainResult:
+    model: Autoencoder
+    config: RunConfig
+    dataset: Dataset
+    device: torch.device
+    history: list = field(default_factory=list)  # one dict per log interval, keys HISTORY_COLUMNS
+    wall_time: float = 0.0  # seconds spent training in this call
+    resumed_from: int = 0  # step the run resumed from (0: fresh)
+
+
+def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=config.lr, fused=True)
+    except (RuntimeError, TypeError):  # fused kernels missing for this device
+        return torch.optim.Adam(params, lr=config.lr, foreach=device.type != "mps")
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_resumable(saved: dict, config: RunConfig, path: Path) -> None:
+    current = config.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(f"{path} was written by a run with another config ({diffs}); "
+                         "use a new --out folder or the same settings to resume")
+
+
+def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progress: bool = True,
+          callback=None) -> TrainResult:
+    """Train one model; with ``out_dir``, checkpoint there and resume from an existing checkpoint.
+
+    ``callback(step, model)``, if given, runs after every logged interval (for notebooks); an
+    exception it raises (or Ctrl-C) stops the run after a checkpoint has been written.
+    """
+    device = resolve_device(config.device)
+    set_seed(config.seed)
+    dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)
+    model = Autoencoder.from_config(config, dataset.input_shape).to(device)
+    optimizer = make_optimizer(model, config, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    data_variance = float(dataset.x_train.var()) if config.reconstruction == "nmse" else None
+
+    step, history = 0, []
+    checkpoint_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        _check_resumable(checkpoint["config"], config, checkpoint_path)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        _set_rng_state(generator, checkpoint["rng"])
+        step, history = checkpoint["step"], checkpoint["history"]
+    resumed_from = step
+
+    def save_checkpoint():
+        if checkpoint_path is None:
+            return
+        atomic_torch_save(checkpoint_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
+            "input_shape": dataset.input_shape, "step": step, "rng": _rng_state(generator), "history": history,
+        })
+        atomic_write_json(Path(out_dir) / "history.json", history)
+
+    num_codes = model.bottleneck.num_codes
+    x_train, n = dataset.x_train, len(dataset.x_train)
+    sums = torch.zeros(3, device=device)  # running loss, reconstruction, latent over the interval
+    counts = torch.zeros(num_codes or 1, dtype=torch.long, device=device)  # code usage over the interval
+    interval_start = step
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(total=config.num_iterations, initial=step, disable=not progress, desc=f"{config.bottleneck}",
+               unit="step", mininterval=1.0, dynamic_ncols=True)
+    consistent = True  # False while a step is half done: a checkpoint then would not resume exactly
+    try:
+        while step < config.num_iterations:
+            consistent = False
+            idx = torch.randint(n, (config.batch_size,), device=device, generator=generator)
+            x = x_train[idx]
+            logits, _, aux = model(x)
+            recon = reconstruction_loss(logits, x, config.reconstruction, data_variance)
+            loss = recon + config.latent_weight * aux["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            consistent = True
+            sums += torch.stack([loss.detach(), recon.detach(), aux["loss"].detach()])
+            if num_codes:
+                counts += torch.bincount(aux["indices"], minlength=num_codes)
+            if step % config.log_every == 0 or step == config.num_iterations:
+                history.append(_history_row(step, sums / (step - interval_start), counts if num_codes else None))
+                sums.zero_(), counts.zero_()
+                interval_start = step
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", refresh=False)
+                if callback is not None:
+                    callback(step, model)
+            if step % config.checkpoint_every == 0:
+                save_checkpoint()
+    except BaseException:
+        if consistent:
+            save_checkpoint()  # keep what was computed; a rerun resumes from here
+        raise
+    finally:
+        bar.close()
+    save_checkpoint()
+    model.eval()
+    return TrainResult(model, config, dataset, device, history, time.perf_counter() - start, resumed_from)
+
+
+def _history_row(step: int, means: torch.Tensor, counts: torch.Tensor | None) -> dict:
+    from .bottlenecks import perplexity_from_counts
+
+    loss, recon, latent = means.tolist()
+    row = {"step": step, "loss": loss, "reconstruction": recon, "latent": latent, "perplexity": None,
+           "codes_used": None}
+    if counts is not None:
+        row["perplexity"] = float(perplexity_from_counts(counts))
+        row["codes_used"] = int((counts > 0).sum())
+    return row
+
+
+def load_checkpoint(run_dir, device="cpu"):
+    """Rebuild (model, config) from a run folder's checkpoint."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first with `python -m vqlib train --out {run_dir}`")
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    config = RunConfig.from_dict(checkpoint["config"])
+    model = Autoencoder.from_config(config, checkpoint["input_shape"]).to(device)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    return model, config, checkpoint
