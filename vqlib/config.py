@@ -34,6 +34,7 @@ class RunConfig:
     bottleneck: str = _f("soft_vq", "bottleneck between encoder and decoder", tuple(BOTTLENECKS))
     architecture: str = _f("auto", "encoder/decoder: auto picks mlp for MNIST-like data, cnn for 32x32 colour images",
                            ARCHITECTURES)
+    mlp_hidden: str = _f("500-500-2000", "mlp: hidden layer widths of the encoder (the decoder mirrors them)")
     code_dim: int = _f(64, "d, the width of z_e (paper: 64 on MNIST, 256 on SVHN/CIFAR-10)")
     num_codes: int = _f(128, "K, codebook size for vq, soft_vq and em_vq (paper: 128 on MNIST)")
     beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
@@ -66,6 +67,12 @@ class RunConfig:
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ValueError(f"{f.name}={value!r} is not allowed: choose one of {', '.join(map(repr, choices))}")
+        try:
+            widths = [int(w) for w in self.mlp_hidden.split("-")]
+        except (AttributeError, ValueError):
+            widths = []
+        if not widths or min(widths) < 1:
+            raise ValueError(f"mlp_hidden={self.mlp_hidden!r} is not allowed: give layer widths like '500-500-2000'")
         for name in ("code_dim", "num_codes", "num_iterations", "batch_size", "log_every", "checkpoint_every",
                      "n_init", "classifier_iterations"):
             value = getattr(self, name)
@@ -90,6 +97,10 @@ class RunConfig:
                       gradient="straight_through", batch_size=64, reconstruction="nmse", latent_weight=3.0,
                       beta=2.5, reduction="mean")
         return cls(**{**values, **overrides})
+
+    @property
+    def hidden(self) -> tuple:
+        return tuple(int(w) for w in self.mlp_hidden.split("-"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,13 +17,13 @@ class Autoencoder(nn.Module):
     output layers". Only the bottleneck differs between the compared models.
     """
 
-    def __init__(self, bottleneck: Bottleneck, architecture: str, input_shape):
+    def __init__(self, bottleneck: Bottleneck, architecture: str, input_shape, hidden=None):
         super().__init__()
         self.bottleneck = bottleneck
         self.architecture = architecture
         self.input_shape = tuple(input_shape)
         self.encoder, self.decoder = make_networks(architecture, self.input_shape, bottleneck.code_dim,
-                                                   bottleneck.extra_dim)
+                                                   bottleneck.extra_dim, hidden)
 
     @classmethod
     def from_config(cls, config, input_shape) -> "Autoencoder":
@@ -34,7 +34,7 @@ class Autoencoder(nn.Module):
             config.bottleneck, code_dim=config.code_dim, num_codes=config.num_codes, beta=config.beta,
             noise_std=config.noise_std, sigma=config.sigma, gradient=config.gradient, formula=config.formula,
             reduction=config.reduction)
-        return cls(bottleneck, architecture, input_shape)
+        return cls(bottleneck, architecture, input_shape, hidden=config.hidden)
 
     def encode_heads(self, x: torch.Tensor):
         h = self.encoder(x)  # (b, d + extra_dim)

@@ -92,12 +92,16 @@ class CNNDecoder(nn.Module):
         return self.deconv(h)  # (b, 3, 32, 32)
 
 
-def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int):
-    """Encoder with out_features = code_dim + extra_dim, and its decoder, for ``architecture`` "mlp" or "cnn"."""
+def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int, hidden=None):
+    """Encoder with out_features = code_dim + extra_dim, and its decoder, for ``architecture`` "mlp" or "cnn".
+
+    ``hidden``: the MLP encoder's hidden widths (default the paper's 500-500-2000; the decoder mirrors them).
+    """
+    hidden = tuple(hidden or MLP_HIDDEN)
     check_positive_int("code_dim", code_dim)
     if architecture == "mlp":
         input_dim = math.prod(input_shape)
-        return MLPEncoder(input_dim, code_dim + extra_dim), MLPDecoder(code_dim, input_dim)
+        return MLPEncoder(input_dim, code_dim + extra_dim, hidden), MLPDecoder(code_dim, input_dim, hidden)
     if architecture == "cnn":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2] or input_shape[1] % 16:
             raise ValueError(f"input_shape={tuple(input_shape)} is not allowed for architecture='cnn': "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: notebook widgets would pull require.js from a CDN into the book
 
 from .config import RunConfig
 from .datasets import Dataset, load_dataset
@@ -94,7 +94,7 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
     """
     device = resolve_device(config.device)
     set_seed(config.seed)
-    dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)
+    dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)  # a given dataset replaces config.dataset
     model = Autoencoder.from_config(config, dataset.input_shape).to(device)
     optimizer = make_optimizer(model, config, device)
     generator = torch.Generator(device=device)
