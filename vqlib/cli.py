@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a model, then evaluate it with the paper's protocol. Writes "
                                             "config.json, checkpoint.pt, history.json, metrics.json and latents.npz "
                                             "to --out; a folder with a checkpoint is resumed.")
-    train.add_argument("--out", required=True, metavar="DIR", help="run folder (created; resumed if it has a checkpoint)")
+    train.add_argument("--out", required=True, metavar="DIR",
+                       help="run folder, created; resumed if it has a checkpoint (default: none, required)")
     train.add_argument("--published-code", action="store_true",
                        help="start from the authors' published MNIST settings (RunConfig.published_code); "
                             "explicit options still override them (default: off)")

@@ -37,18 +37,19 @@ def mlp(sizes) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Sequential):
-    """x (b, D) -> (b, out_features) through D-500-500-2000-out_features."""
+    """x (b, *input_shape) -> (b, out_features) through D-500-500-2000-out_features (x flattened to D)."""
 
     def __init__(self, input_dim: int, out_features: int, hidden=MLP_HIDDEN):
-        super().__init__(*mlp((input_dim, *hidden, out_features)))
+        super().__init__(nn.Flatten(), *mlp((input_dim, *hidden, out_features)))
         glorot_uniform_(self)
 
 
 class MLPDecoder(nn.Sequential):
-    """z (b, d) -> logits (b, D) through d-2000-500-500-D."""
+    """z (b, d) -> logits (b, *output_shape) through d-2000-500-500-D."""
 
-    def __init__(self, code_dim: int, output_dim: int, hidden=MLP_HIDDEN):
-        super().__init__(*mlp((code_dim, *reversed(hidden), output_dim)))
+    def __init__(self, code_dim: int, output_shape, hidden=MLP_HIDDEN):
+        output_shape = (output_shape,) if isinstance(output_shape, int) else tuple(output_shape)
+        super().__init__(*mlp((code_dim, *reversed(hidden), math.prod(output_shape))), nn.Unflatten(1, output_shape))
         glorot_uniform_(self)
 
 
@@ -101,7 +102,7 @@ def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int,
     check_positive_int("code_dim", code_dim)
     if architecture == "mlp":
         input_dim = math.prod(input_shape)
-        return MLPEncoder(input_dim, code_dim + extra_dim, hidden), MLPDecoder(code_dim, input_dim, hidden)
+        return MLPEncoder(input_dim, code_dim + extra_dim, hidden), MLPDecoder(code_dim, tuple(input_shape), hidden)
     if architecture == "cnn":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2] or input_shape[1] % 16:
             raise ValueError(f"input_shape={tuple(input_shape)} is not allowed for architecture='cnn': "

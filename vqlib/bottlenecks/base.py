@@ -61,7 +61,8 @@ def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy) of the code-usage distribution given by ``counts`` (K,)."""
-    p = counts.double() / counts.sum().clamp_min(1)
+    counts = counts.to(torch.float32 if counts.device.type == "mps" else torch.float64)  # MPS has no float64
+    p = counts / counts.sum().clamp_min(1)
     entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
     return torch.exp(entropy)
 

@@ -45,6 +45,10 @@ def posterior_mean(z: torch.Tensor, codebook: torch.Tensor, sigma):
 def published_responsibilities(z: torch.Tensor, codebook: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """The authors' notebook formula, reproduced as written (no log-sum-exp, no sigma^(-d)).
 
+    Dividing by sqrt(smooth) multiplies by sigma_k, so the weights carry sigma_k^(+1) where a
+    d-dimensional isotropic Gaussian needs sigma_k^(-d): they differ from eq. 7 whenever the sigmas
+    differ, for any d.
+
     smooth = 1 / exp(log_sigma)^2; w_k = exp(-0.5 * smooth_k * dist_k) / sqrt(smooth_k); w / sum(w).
     Far-away codes underflow to 0/0 = NaN, exactly as in the original.
     """
@@ -64,7 +68,9 @@ class SoftVectorQuantizer(Bottleneck):
     3. Decoder input: the posterior mean z_hat = sum_k mu^(k) p(mu^(k) | z_e') (eq. 6-7). With
        ``gradient="straight_through"`` the decoder sees z_e' + sg(z_hat - z_e') (as described under
        eq. 27); with ``"soft"`` it sees z_hat and gradients flow through the soft assignment.
-    Loss (eq. 27, latent part): ||sg(z_e') - z_hat||^2 + beta ||z_e' - sg(z_hat)||^2.
+    Loss (eq. 27, latent part): ||sg(z_e') - z_hat||^2 + beta ||z_e' - sg(z_hat)||^2. Read literally,
+    as in the published code: z_hat depends on z_e' through the responsibilities, so unlike the hard
+    VQ-VAE the codebook term also reaches the encoder (and trains the sigmas).
 
     ``formula="published"`` swaps eq. 5-7 for the authors' notebook formula
     (:func:`published_responsibilities`) so the book can compare the two.

@@ -1,0 +1,88 @@
+"""Tests for vqlib.plots: shapes it accepts, what it draws, and the errors it raises."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from vqlib import plots, summarize  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _history(quantizer=True, n=4):
+    return [{"step": 10 * (i + 1), "loss": 5.0 - i, "reconstruction": 4.0 - i, "latent": 1.0,
+             "perplexity": float(i + 1) if quantizer else None, "codes_used": i + 2 if quantizer else None}
+            for i in range(n)]
+
+
+def test_loss_curves_one_panel_per_column_and_overlay():
+    fig = plots.loss_curves(_history())
+    assert len(fig.axes) == 3
+    assert list(fig.axes[0].lines[0].get_xdata()) == [10, 20, 30, 40]
+    plots.loss_curves(pd.DataFrame(_history()), axes=fig.axes, label="second run")
+    assert len(fig.axes[0].lines) == 2
+
+
+def test_loss_curves_rejects_unknown_column_and_empty_history():
+    with pytest.raises(ValueError, match="no \\['kl'\\]"):
+        plots.loss_curves(_history(), columns=("loss", "kl"))
+    with pytest.raises(ValueError, match="step"):
+        plots.loss_curves([])
+
+
+def test_codebook_usage_for_quantizers_only():
+    assert plots.has_codebook_usage(_history())
+    assert not plots.has_codebook_usage(_history(quantizer=False))
+    fig = plots.codebook_usage(_history(), num_codes=8)
+    assert len(fig.axes) == 2
+    assert list(fig.axes[1].lines[0].get_ydata()) == [2, 3, 4, 5]
+    with pytest.raises(ValueError, match="quantizers"):
+        plots.codebook_usage(_history(quantizer=False))
+
+
+@pytest.mark.parametrize("shape, expected", [((5, 784), (5, 28, 28)), ((5, 64), (5, 8, 8)),
+                                             ((5, 3, 32, 32), (5, 32, 32, 3)), ((5, 1, 28, 28), (5, 28, 28))])
+def test_as_images_shapes(shape, expected):
+    assert plots.as_images(torch.rand(shape)).shape == expected
+
+
+def test_as_images_keeps_values_and_rejects_unknown_shapes():
+    x = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(plots.as_images(x)[1], [[4, 5], [6, 7]])
+    assert plots.as_images(np.zeros((2, 6)), image_shape=(2, 3)).shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="image_shape"):
+        plots.as_images(np.zeros((2, 10)))
+
+
+def test_reconstruction_grid_two_rows():
+    fig = plots.reconstruction_grid(torch.rand(12, 784), torch.rand(12, 784), n=5)
+    assert len(fig.axes) == 10
+    assert fig.axes[0].get_ylabel() == "original" and fig.axes[5].get_ylabel() == "reconstruction"
+    fig = plots.reconstruction_grid(torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32))
+    assert fig.axes[0].images[0].get_array().shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="originals"):
+        plots.reconstruction_grid(torch.rand(3, 64), torch.rand(2, 64))
+
+
+def test_mean_std_from_summarize():
+    rows = [{"setting": s, "seed": k, "clustering_acc": a + k, "nmi": 0.1 * a}
+            for s, a in (("paper", 1.0), ("published", 2.0)) for k in (0, 1)]
+    summary = summarize(rows, by=("setting",), metrics=("clustering_acc", "nmi"))
+    fig = plots.mean_std(summary, "setting", ["clustering_acc", "nmi"], reference="paper")
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["paper", "published"]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.5, 2.5])
+    assert ax.lines[-1].get_ydata()[0] == pytest.approx(1.5)  # the reference line
+    with pytest.raises(ValueError, match="acc_mean"):
+        plots.mean_std(summary, "setting", ["acc"])

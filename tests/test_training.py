@@ -1,0 +1,151 @@
+"""Training, evaluation protocol, resume and determinism, on the embedded digits dataset."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import vqlib
+from vqlib import RunConfig, load_dataset, train
+from vqlib.evaluation import clustering_accuracy, encode, kmeans_scores, summarize
+from vqlib.runs import run_experiment
+
+# A narrower MLP than the paper's keeps the suite fast; the loop and the bottlenecks are the same.
+SMALL = dict(dataset="digits", mlp_hidden="128-128-256", code_dim=16, num_codes=32, batch_size=64, log_every=50,
+             n_init=5, classifier_iterations=200)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+# digits has 64 pixels, MNIST 784: beta = 20 on MNIST's summed log-likelihood is about beta = 2 here.
+@pytest.mark.parametrize("bottleneck, extra", [
+    ("ae", {}), ("vae", {}), ("beta_vae", {"beta": 2.0}), ("info_dropout", {}), ("vq", {}),
+    ("soft_vq", {}), ("soft_vq", {"sigma": "encoder", "gradient": "soft"}), ("em_vq", {}),
+])
+def test_short_training_beats_untrained_network(digits, bottleneck, extra):
+    config = RunConfig(bottleneck=bottleneck, num_iterations=400, **SMALL, **extra)
+    labels = digits.y_test.numpy()
+    vqlib.set_seed(config.seed)
+    untrained = vqlib.Autoencoder.from_config(config, digits.input_shape)
+    before = kmeans_scores(encode(untrained, digits.x_test)[0], labels, n_init=5)["clustering_acc"]
+    result = train(config, dataset=digits, progress=False)
+    after = kmeans_scores(encode(result.model, digits.x_test)[0], labels, n_init=5)["clustering_acc"]
+    assert after > before + 0.02, f"{bottleneck}: clustering accuracy {before:.3f} untrained -> {after:.3f} trained"
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_clustering_accuracy_matches_brute_force_over_permutations():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        k = int(rng.integers(2, 6))
+        labels = rng.integers(0, k, size=40)
+        clusters = np.where(rng.random(40) < 0.6, (labels + 1) % k, rng.integers(0, k, size=40))
+        best = max(np.mean(np.array(perm)[clusters] == labels) for perm in itertools.permutations(range(k)))
+        assert clustering_accuracy(labels, clusters) == pytest.approx(best)
+
+
+def test_clustering_accuracy_with_arbitrary_ids_and_more_clusters_than_labels():
+    labels = np.array([7, 7, 7, 3, 3, 3])
+    clusters = np.array([0, 0, 5, 9, 9, 9])  # cluster 5 cannot be matched once 0 has taken label 7
+    assert clustering_accuracy(labels, clusters) == pytest.approx(5 / 6)
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(digits, tmp_path):
+    config = RunConfig(bottleneck="soft_vq", num_iterations=60, device="cpu", **SMALL)
+    first = run_experiment(config, tmp_path / "a", dataset=digits, progress=False)
+    second = run_experiment(config, tmp_path / "b", dataset=digits, progress=False)
+    for key in ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used"):
+        assert first[key] == second[key], key
+    a, b = np.load(tmp_path / "a" / "latents.npz"), np.load(tmp_path / "b" / "latents.npz")
+    np.testing.assert_array_equal(a["z_test"], b["z_test"])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path):
+    config = RunConfig(bottleneck="soft_vq", num_iterations=120, checkpoint_every=40, device="cpu",
+                       **{**SMALL, "log_every": 20})
+    whole = run_experiment(config, tmp_path / "whole", dataset=digits, progress=False)
+
+    def stop_at_100(step, model):
+        if step == 100:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "resumed", dataset=digits, progress=False, callback=stop_at_100)
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 100  # the state at the interruption was kept
+    resumed = run_experiment(config, tmp_path / "resumed", dataset=digits, progress=False)
+    for key in ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used"):
+        assert resumed[key] == whole[key], key
+    a, b = np.load(tmp_path / "whole" / "latents.npz"), np.load(tmp_path / "resumed" / "latents.npz")
+    np.testing.assert_array_equal(a["z_train"], b["z_train"])
+    history = json.loads((tmp_path / "resumed" / "history.json").read_text())
+    assert [row["step"] for row in history] == list(range(20, 121, 20))
+
+
+def test_resume_with_a_different_config_is_refused(digits, tmp_path):
+    config = RunConfig(bottleneck="vq", num_iterations=20, **SMALL)
+    train(config, tmp_path, dataset=digits, progress=False)
+    with pytest.raises(ValueError, match="num_codes"):
+        train(config.replace(num_codes=8), tmp_path, dataset=digits, progress=False)
+
+
+def test_longer_run_continues_from_a_finished_checkpoint(digits, tmp_path):
+    config = RunConfig(bottleneck="ae", num_iterations=40, **SMALL)
+    train(config, tmp_path, dataset=digits, progress=False)
+    result = train(config.replace(num_iterations=60), tmp_path, dataset=digits, progress=False)
+    assert result.resumed_from == 40 and result.history[-1]["step"] == 60
+
+
+def test_run_folder_contents(digits, tmp_path):
+    config = RunConfig(bottleneck="vq", num_iterations=30, **SMALL)
+    metrics = run_experiment(config, tmp_path, dataset=digits, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "checkpoint.pt", "history.json", "metrics.json",
+                                                     "latents.npz"}
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used", "dataset", "bottleneck",
+                "seed", "iterations", "versions", "device", "train_wall_time_s"):
+        assert key in saved, key
+    assert saved["versions"]["torch"] and saved["iterations"] == 30 and saved["bottleneck"] == "vq"
+    assert 1 <= saved["codes_used"] <= 32 and 1 <= saved["perplexity"] <= saved["codes_used"] + 1e-9
+    latents = np.load(tmp_path / "latents.npz")
+    assert latents["z_test"].shape == (360, 16) and latents["z_train"].shape == (1437, 16)
+    np.testing.assert_array_equal(latents["y_test"], digits.y_test.numpy())
+    assert metrics["clustering_acc"] == saved["clustering_acc"]
+    # a finished run folder with the same config is reused, not retrained
+    mtime = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    assert run_experiment(config, tmp_path, dataset=digits, progress=False)["nmi"] == saved["nmi"]
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_evaluate_raw_and_summary(digits):
+    raw = vqlib.evaluate_raw(digits, n_init=3, classifier_iterations=200)
+    assert 0.5 < raw["clustering_acc"] <= 1 and 0.9 < raw["classification_acc"] <= 1
+    rows = [{"dataset": "d", "bottleneck": "vq", "nmi": v} for v in (0.2, 0.4)]
+    table = summarize(rows, metrics=("nmi",))
+    assert table.loc[0, "nmi_mean"] == pytest.approx(0.3)
+    assert table.loc[0, "nmi_std"] == pytest.approx(np.std([0.2, 0.4], ddof=1))
+    assert table.loc[0, "runs"] == 2
+
+
+def test_published_code_config_trains(digits):
+    config = RunConfig.published_code(**{**SMALL, "num_iterations": 30})
+    assert (config.noise_std, config.sigma, config.formula, config.reconstruction) == (0.0, "encoder", "published",
+                                                                                      "nmse")
+    result = train(config, dataset=digits, progress=False)
+    assert np.isfinite(result.history[-1]["loss"])
+
+
+def test_device_auto_is_cpu_here_and_bad_device_is_named():
+    if not torch.cuda.is_available():
+        assert vqlib.resolve_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="device='cuda'"):
+            vqlib.resolve_device("cuda")

@@ -1,0 +1,195 @@
+"""Plots the book's pages share: loss curves, image grids, codebook usage, mean +- std comparisons.
+
+Every function draws with matplotlib and returns the ``Figure`` (the notebook calls ``plt.show()``);
+pass ``ax``/``axes`` to draw into an existing figure instead. Inputs are plain data, so the functions
+work for any bottleneck and dataset::
+
+    plots.loss_curves(result.history)                         # history.json rows or a DataFrame
+    plots.reconstruction_grid(x, torch.sigmoid(logits))       # (n, 784), (n, 64) or (n, 3, 32, 32)
+    plots.codebook_usage(result.history, num_codes=128)       # perplexity and codes used per log interval
+    plots.mean_std(vqlib.summarize(rows, by=("setting",)), "setting", ["clustering_acc", "nmi"])
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["as_images", "codebook_usage", "has_codebook_usage", "image_grid", "loss_curves", "mean_std",
+           "reconstruction_grid"]
+
+LOSS_LABELS = {"loss": "total loss", "reconstruction": "reconstruction", "latent": "latent (bottleneck) loss"}
+
+
+def _frame(history):
+    import pandas as pd
+
+    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(list(history))
+    if frame.empty or "step" not in frame.columns:
+        raise ValueError("history must be a non-empty list of dicts (or a DataFrame) with a 'step' column, "
+                         "as in TrainResult.history or a run folder's history.json")
+    return frame
+
+
+def _new_axes(n: int, width: float = 4.0, height: float = 3.2):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def loss_curves(history, columns=("loss", "reconstruction", "latent"), axes=None, label=None, logy=False):
+    """One panel per loss column against the training step (one point per log interval: the mean over it).
+
+    ``history``: rows with ``step`` and the columns (TrainResult.history, history.json or a DataFrame).
+    Call again with the same ``axes`` and another ``label`` to overlay runs.
+    """
+    frame = _frame(history)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"columns={list(columns)!r} is not allowed: history has no {missing}")
+    if axes is None:
+        fig, axes = _new_axes(len(columns))
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != len(columns):
+            raise ValueError(f"axes has {len(axes)} panels for {len(columns)} columns")
+        fig = axes[0].figure
+    for ax, column in zip(axes, columns):
+        ax.plot(frame["step"], frame[column], marker=".", label=label)
+        ax.set_title(LOSS_LABELS.get(column, column))
+        ax.set_xlabel("training step")
+        if logy and (frame[column] > 0).all():
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        if label is not None:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def has_codebook_usage(history) -> bool:
+    """True when the history holds codebook statistics (quantizers: vq, soft_vq, em_vq)."""
+    frame = _frame(history)
+    return "perplexity" in frame.columns and frame["perplexity"].notna().any()
+
+
+def codebook_usage(history, num_codes: int | None = None, axes=None, label=None):
+    """Perplexity exp(H) of the code-usage distribution and the number of codes used, per log interval.
+
+    Both are counted over the whole interval (all batches between two log steps), so they reach
+    ``num_codes`` only when every codeword is chosen; a dashed line marks ``num_codes`` (K).
+    Raises ValueError for a history without codebook statistics (non-quantizing bottlenecks).
+    """
+    frame = _frame(history)
+    if not has_codebook_usage(frame):
+        raise ValueError("this history has no codebook statistics: only quantizers (vq, soft_vq, em_vq) have them")
+    if axes is None:
+        fig, axes = _new_axes(2)
+    else:
+        axes = list(np.ravel(axes))
+        if len(axes) != 2:
+            raise ValueError(f"axes has {len(axes)} panels; codebook_usage draws 2")
+        fig = axes[0].figure
+    for ax, column, title in zip(axes, ("perplexity", "codes_used"), ("perplexity of code usage", "codes used")):
+        ax.plot(frame["step"], frame[column], marker=".", label=label)
+        if num_codes is not None:
+            ax.axhline(num_codes, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"K = {num_codes}", (0.02, 0.95), xycoords="axes fraction", va="top", color="grey")
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        if label is not None:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def as_images(x, image_shape=None) -> np.ndarray:
+    """Turn a batch into images for ``imshow``: (n, H, W) grey or (n, H, W, 3) colour, values as given.
+
+    Flat rows of a square length are reshaped (784 -> 28x28 MNIST, 64 -> 8x8 digits); (n, C, H, W)
+    tensors are moved to channels-last (C = 1 is dropped). ``image_shape`` overrides the guess for
+    flat rows, e.g. ``(28, 28)``. Accepts numpy arrays and torch tensors (on any device).
+    """
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if image_shape is not None:
+        return x.reshape((len(x), *image_shape))
+    if x.ndim == 2:
+        side = math.isqrt(x.shape[1])
+        if side * side != x.shape[1]:
+            raise ValueError(f"cannot guess an image shape for rows of length {x.shape[1]}: pass image_shape")
+        return x.reshape(len(x), side, side)
+    if x.ndim == 3:
+        return x
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        x = np.transpose(x, (0, 2, 3, 1))
+        return x[..., 0] if x.shape[-1] == 1 else x
+    raise ValueError(f"cannot show a batch of shape {x.shape} as images")
+
+
+def image_grid(rows, row_labels=None, image_shape=None, cell: float = 1.1):
+    """A grid with one row per batch in ``rows`` (each (n, ...), same n), values clipped to [0, 1]."""
+    batches = [np.clip(as_images(r, image_shape), 0.0, 1.0) for r in rows]
+    n = len(batches[0])
+    if n == 0 or any(len(b) != n for b in batches):
+        raise ValueError("every row of the grid must hold the same, non-zero number of images")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(batches), n, figsize=(cell * n, cell * len(batches) + 0.3), squeeze=False)
+    for r, batch in enumerate(batches):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(batch[c], cmap="gray" if batch[c].ndim == 2 else None, vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_grid(originals, reconstructions, n: int = 10, image_shape=None):
+    """First ``n`` originals (top row) above their reconstructions (bottom row).
+
+    ``reconstructions`` are pixel values in [0, 1]: apply ``torch.sigmoid`` to the decoder's logits first.
+    """
+    if len(originals) != len(reconstructions):
+        raise ValueError(f"{len(originals)} originals but {len(reconstructions)} reconstructions")
+    n = min(n, len(originals))
+    return image_grid([originals[:n], reconstructions[:n]], ["original", "reconstruction"], image_shape)
+
+
+def mean_std(summary, x: str, metrics, labels=None, axes=None, reference=None):
+    """One panel per metric: mean with +- one standard deviation error bars, one point per row.
+
+    ``summary``: a DataFrame with columns ``x``, ``<metric>_mean`` and ``<metric>_std`` (what
+    :func:`vqlib.summarize` returns; a missing or NaN std, e.g. from a single seed, draws no bar).
+    ``reference``: optional row label whose mean is drawn as a dotted horizontal line in every panel.
+    """
+    metrics = list(metrics)
+    missing = [f"{m}_mean" for m in metrics if f"{m}_mean" not in summary.columns]
+    if x not in summary.columns or missing:
+        raise ValueError(f"summary needs the columns {x!r} and {missing or 'the <metric>_mean columns'}")
+    if axes is None:
+        fig, axes = _new_axes(len(metrics), width=max(3.5, 0.55 * len(summary) + 1.5), height=3.6)
+    else:
+        axes = list(np.ravel(axes))
+        fig = axes[0].figure
+    positions = np.arange(len(summary))
+    names = [str(v) for v in summary[x]]
+    for ax, metric in zip(axes, metrics):
+        means = summary[f"{metric}_mean"].to_numpy(dtype=float)
+        stds = summary[f"{metric}_std"].to_numpy(dtype=float) if f"{metric}_std" in summary else np.zeros_like(means)
+        ax.errorbar(positions, means, yerr=np.nan_to_num(stds), fmt="o", capsize=4)
+        if reference is not None and reference in names:
+            ax.axhline(means[names.index(reference)], color="grey", linestyle=":", linewidth=1)
+        ax.set_xticks(positions, names, rotation=45, ha="right")
+        ax.set_title((labels or {}).get(metric, metric))
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
