@@ -125,7 +125,7 @@ def entropy_by_hand(indices, K) -> float:
 
 def soft_vq(seed=0, **kwargs) -> SoftVectorQuantizer:
     torch.manual_seed(seed)
-    kwargs = {"num_codes": 6, "code_dim": 3, "noise_std": 0.0, **kwargs}
+    kwargs = {"num_codes": 6, "code_dim": 3, "noise_std": 0.0, "sigma": "codeword", **kwargs}
     return SoftVectorQuantizer(**kwargs)
 
 

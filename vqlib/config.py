@@ -40,8 +40,8 @@ class RunConfig:
     beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
                                   "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq 0.25)")
     noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
-    sigma: str = _f("codeword", "soft_vq: one learned sigma per codeword, or a per-input encoder head of width K",
-                    SIGMA_SOURCES)
+    sigma: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
+                               "or one learned sigma per codeword", SIGMA_SOURCES)
     gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
     formula: str = _f("paper", "soft_vq: eq. 5-7 in log space, or the published notebook's formula", FORMULAS)
     reduction: str = _f("sum", "vq family: latent terms summed over d (eq. 27) or averaged over elements "

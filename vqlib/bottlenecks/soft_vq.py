@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -62,9 +64,10 @@ class SoftVectorQuantizer(Bottleneck):
 
     1. Noisy code z_e' = z_e + eps, eps ~ N(0, noise_std^2 I), during training only (Section "Noisy
        Latent Codes"; the published code adds no noise: noise_std = 0).
-    2. Mixture p(z_e') = sum_k 1/K N(z_e'; mu^(k), sigma_k^2 I) (eq. 4-5); sigma_k is one learned
-       parameter per codeword (``sigma="codeword"``) or a per-input encoder head of width K read from
-       ``extra`` as log sigma (``sigma="encoder"``, the published code's way).
+    2. Mixture p(z_e') = sum_k 1/K N(z_e'; mu^(k), sigma_k^2 I) (eq. 4-5); sigma_k comes from a
+       per-input encoder head of width K read from ``extra`` as log sigma (``sigma="encoder"``: the
+       paper's "another layer with size K", and the published code's way), or is one learned
+       parameter per codeword (``sigma="codeword"``, starting at ``init_sigma``).
     3. Decoder input: the posterior mean z_hat = sum_k mu^(k) p(mu^(k) | z_e') (eq. 6-7). With
        ``gradient="straight_through"`` the decoder sees z_e' + sg(z_hat - z_e') (as described under
        eq. 27); with ``"soft"`` it sees z_hat and gradients flow through the soft assignment.
@@ -77,11 +80,13 @@ class SoftVectorQuantizer(Bottleneck):
     """
 
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, noise_std: float = 0.1,
-                 sigma: str = "codeword", gradient: str = "straight_through", formula: str = "paper",
-                 reduction: str = "sum"):
+                 sigma: str = "encoder", gradient: str = "straight_through", formula: str = "paper",
+                 reduction: str = "sum", init_sigma: float = 1.0):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
         self.beta = check_non_negative("beta", beta)  # commitment weight (eq. 27)
+        if not check_non_negative("init_sigma", init_sigma) > 0:
+            raise ValueError(f"init_sigma={init_sigma!r} is not allowed: init_sigma must be > 0")
         self.noise_std = check_non_negative("noise_std", noise_std)  # std of the white noise on z_e
         self.sigma_source = check_choice("sigma", sigma, SIGMA_SOURCES)
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
@@ -89,7 +94,8 @@ class SoftVectorQuantizer(Bottleneck):
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.extra_dim = num_codes if sigma == "encoder" else 0
         self.codebook = nn.Parameter(uniform_unit_scaling_(torch.empty(num_codes, code_dim)))  # (K, d)
-        self.log_sigma = nn.Parameter(torch.zeros(num_codes)) if sigma == "codeword" else None  # (K,)
+        # sigma = "codeword": learned log sigma_k, starting at init_sigma (K,)
+        self.log_sigma = nn.Parameter(torch.full((num_codes,), math.log(init_sigma))) if sigma == "codeword" else None
 
     def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
         """z_e (b, d), extra (b, K) log sigma or None -> z_q (b, d), aux.
