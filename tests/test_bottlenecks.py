@@ -295,7 +295,8 @@ def test_soft_vq_codeword_sigma_equals_brute_force_posterior_mean():
     # eq. 27 latent terms: both are mean_i ||z_e - z_hat||^2 in the forward pass
     term = ((_f64(z_e) - expected_z_hat) ** 2).sum(1).mean()
     assert aux["codebook"].item() == pytest.approx(term, rel=1e-4)
-    assert aux["loss"].item() == pytest.approx(1.25 * term, rel=1e-4)
+    assert aux["loss"].item() == pytest.approx((1 + sq.beta) * term, rel=1e-4)
+    assert sq.beta == 2.5  # the default: the published code's commitment weight (the paper gives none)
 
 
 def test_soft_vq_encoder_sigma_reads_extra_as_log_sigma():

@@ -38,7 +38,8 @@ class RunConfig:
     code_dim: int = _f(64, "d, the width of z_e (paper: 64 on MNIST, 256 on SVHN/CIFAR-10)")
     num_codes: int = _f(128, "K, codebook size for vq, soft_vq and em_vq (paper: 128 on MNIST)")
     beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
-                                  "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq 0.25)")
+                                  "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq and em_vq 0.25, "
+                                  "soft_vq 2.5 as in the published code; the paper gives none)")
     noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
     sigma: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
                                "or one learned sigma per codeword", SIGMA_SOURCES)

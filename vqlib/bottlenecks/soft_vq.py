@@ -79,12 +79,13 @@ class SoftVectorQuantizer(Bottleneck):
     (:func:`published_responsibilities`) so the book can compare the two.
     """
 
-    def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, noise_std: float = 0.1,
+    def __init__(self, num_codes: int, code_dim: int, beta: float = 2.5, noise_std: float = 0.1,
                  sigma: str = "encoder", gradient: str = "straight_through", formula: str = "paper",
                  reduction: str = "sum", init_sigma: float = 1.0):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
-        self.beta = check_non_negative("beta", beta)  # commitment weight (eq. 27)
+        # commitment weight (eq. 27); the paper gives no value, the published code uses 2.5
+        self.beta = check_non_negative("beta", beta)
         if not check_non_negative("init_sigma", init_sigma) > 0:
             raise ValueError(f"init_sigma={init_sigma!r} is not allowed: init_sigma must be > 0")
         self.noise_std = check_non_negative("noise_std", noise_std)  # std of the white noise on z_e
