@@ -42,7 +42,7 @@ test-library: setup
 
 test: setup browser
 	$(MAKE) book PARAMS=smoke
-	$(BIN)/python -m pytest --book-build _build/smoke
+	$(BIN)/python -m pytest --book-build=_build/smoke
 
 benchmark: setup
 	$(BIN)/python benchmarks/train_step.py

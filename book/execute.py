@@ -219,6 +219,12 @@ def run(args) -> int:
         print(f"error: parameter set '{args.params}' cannot run:\n{exc}", file=sys.stderr)
         return 2
 
+    if args.check:
+        for job in jobs:
+            print(f"{job['name']}: ok, overrides {job['overrides'] or 'none'}")
+        print(f"Parameter set '{args.params}' is valid for {len(jobs)} notebook(s); nothing was run.")
+        return 0
+
     out_dir.mkdir(parents=True, exist_ok=True)
     if not args.only:  # a full run starts clean: no executed copy left over from another run
         for old in out_dir.glob("*.ipynb"):
@@ -304,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where <name>.yml parameter files are (default: NOTEBOOKS_DIR/params)")
     p.add_argument("--toc", default=str(TOC_FILE),
                    help="table of contents naming the notebooks and their order (default: _toc.yml)")
+    p.add_argument("--check", action="store_true",
+                   help="only check the notebooks and their parameter files; run nothing")
     p.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     p.add_argument("--cell-timeout", type=int, default=None,
                    help="seconds a cell may run (default: no limit)")

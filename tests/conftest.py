@@ -1,8 +1,10 @@
 """Shared pytest configuration.
 
-``--book-build BUILD`` points the book tests (marked ``book``) at a build made by
-``make book PARAMS=smoke`` (``make test`` passes ``--book-build _build/smoke``). Without the
-option, or without a build there, they are skipped and say why.
+``--book-build=BUILD`` points the book tests (marked ``book``) at a build made by
+``make book PARAMS=smoke``. Without the option, or without a build there, they are skipped and
+say why. Write it with ``=`` when no test path is given: ``pytest --book-build _build/smoke``
+makes pytest take ``_build/smoke`` for the test path (it reads the command line before this
+file has registered the option), so tests/ is never collected and the option is "unrecognized".
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `import book` under a bare `pytest` too
     sys.path.insert(0, str(REPO_ROOT))
 
-NO_OPTION = ("book test: needs a built book; pass --book-build _build/smoke "
+NO_OPTION = ("book test: needs a built book; pass --book-build=_build/smoke "
              "(make test builds it with `make book PARAMS=smoke` and passes it)")
 
 

@@ -2,7 +2,7 @@
 site working in a real browser without the network.
 
 These tests read a build made by ``make book PARAMS=smoke`` and are given its folder with
-``--book-build _build/smoke`` (``make test`` does both). Without it they are skipped.
+``--book-build=_build/smoke`` (``make test`` does both). Without it they are skipped.
 """
 
 from __future__ import annotations
