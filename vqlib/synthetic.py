@@ -15,9 +15,13 @@ clipped to [0, 1].
 
     data = moving_bump(n_train=2000, n_test=1000, seed=0)
     data.x_train.shape, data.t_train.shape   # (2000, 32), (2000,)
-    vqlib.train(RunConfig(reconstruction="nmse"), dataset=data)   # any vqlib.Dataset consumer works
+    vqlib.train(RunConfig(code_dim=2), dataset=data)   # any consumer of a vqlib.Dataset works
 
 Everything is a deterministic function of the arguments (``numpy.random.default_rng(seed)``).
+
+``similarity_scores(x, z, truth)`` measures how well a representation ``z`` of the rows of ``x`` keeps
+their similarity structure (trustworthiness, rank correlation of pairwise distances with the inputs and with
+the ground truth, and how compact clusters found in ``z`` are in input space).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import torch
 from .bottlenecks.base import check_non_negative, check_positive_int
 from .datasets import Dataset
 
-__all__ = ["SyntheticDataset", "bump_images", "moving_bump"]
+__all__ = ["SyntheticDataset", "bump_images", "code_segments", "moving_bump", "similarity_scores",
+           "within_cluster_ss"]
 
 MAX_CLUSTERS = 10  # labels must fit Dataset.num_classes (the ten classes 0..9)
 
@@ -55,7 +60,7 @@ class SyntheticDataset(Dataset):
 
 
 def bump_images(t, input_dim: int = 32, bump_width: float = 0.06) -> np.ndarray:
-    """x_i(t) = exp(-(c_i - t)^2 / (2 w^2)) on the pixel grid c_i = i / (input_dim - 1): (n,) -> (n, input_dim) float64."""
+    """x_i(t) = exp(-(c_i - t)^2 / (2 w^2)) on the grid c_i = i / (input_dim - 1): t (n,) -> (n, input_dim) float64."""
     check_positive_int("input_dim", input_dim, minimum=2)
     if check_non_negative("bump_width", bump_width) == 0:
         raise ValueError(f"bump_width={bump_width!r} is not allowed: bump_width must be > 0")
@@ -98,3 +103,70 @@ def moving_bump(n_train: int = 2000, n_test: int = 1000, input_dim: int = 32, nu
     x_test, y_test, t_test = split(n_test)
     return SyntheticDataset(f"moving_bump{input_dim}", x_train, y_train, x_test, y_test, t_train=t_train,
                             t_test=t_test, centres=tuple(float(c) for c in centres), bump_width=float(bump_width))
+
+
+def within_cluster_ss(x, labels) -> float:
+    """Sum over clusters of the squared Euclidean distances of the rows of ``x`` to their cluster mean."""
+    x, labels = np.asarray(x, dtype=np.float64), np.asarray(labels)
+    return float(sum(((x[labels == c] - x[labels == c].mean(0)) ** 2).sum() for c in np.unique(labels)))
+
+
+def code_segments(truth, labels) -> int:
+    """Number of maximal runs of equal ``labels`` when the rows are sorted by the one-dimensional ``truth``."""
+    ordered = np.asarray(labels).reshape(-1)[np.argsort(np.asarray(truth).reshape(-1), kind="stable")]
+    return int(1 + (ordered[1:] != ordered[:-1]).sum()) if len(ordered) else 0
+
+
+def similarity_scores(x, z, truth=None, n_neighbors: int = 10, num_clusters: int = 4, labels=None,
+                      max_points: int = 1000, seed: int = 0) -> dict:
+    """How well the representation ``z`` (n, d) keeps the similarity structure of the inputs ``x`` (n, D).
+
+    * ``trustworthiness``: :func:`sklearn.manifold.trustworthiness` with ``n_neighbors``; 1 when every point's
+      nearest neighbours in ``z`` are also among its nearest neighbours in ``x``, lower when ``z`` puts
+      dissimilar inputs next to each other.
+    * ``spearman_input``: Spearman rank correlation between all pairwise Euclidean distances in ``x`` and in ``z``.
+    * ``spearman_truth`` (if ``truth`` (n,) or (n, k) is given): the same against distances of the ground truth.
+    * ``partition_ratio``: k-means with ``num_clusters`` clusters on ``z``; the inputs' within-cluster sum of
+      squares under that partition divided by the one of k-means run on ``x`` itself. Near 1: the clusters of
+      ``z`` are as compact in input space as the best ones found there directly; larger: they mix dissimilar inputs.
+    * ``code_partition_ratio`` (if ``labels``, e.g. a quantizer's code indices, are given): the same ratio for
+      that partition.
+    * ``code_segments`` (if ``labels`` and a one-dimensional ``truth`` are given): the number of maximal runs of
+      equal labels along the sorted ground truth; it equals the number of distinct labels when every label owns
+      one interval of the truth, and grows when the labels interleave.
+
+    Rows beyond ``max_points`` are left out (a fixed random subset drawn with ``seed``); k-means uses 5
+    initialisations and ``seed``.
+    """
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+    from sklearn.cluster import KMeans
+    from sklearn.manifold import trustworthiness
+
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
+    n = len(x)
+    truth = None if truth is None else np.asarray(truth, dtype=np.float64).reshape(n if len(truth) == n else -1, -1)
+    labels = None if labels is None else np.asarray(labels).reshape(-1)
+    for name, a in (("z", z), ("truth", truth), ("labels", labels)):
+        if a is not None and len(a) != n:
+            raise ValueError(f"x and {name} must have the same number of rows, got {n} and {len(a)}")
+    check_positive_int("n_neighbors", n_neighbors)
+    check_positive_int("num_clusters", num_clusters)
+    check_positive_int("max_points", max_points, minimum=2 * n_neighbors + 2)
+    keep = np.arange(n)
+    if n > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+    x, z = x[keep], z[keep]
+    scores = {"trustworthiness": float(trustworthiness(x, z, n_neighbors=n_neighbors)),
+              "spearman_input": float(spearmanr(pdist(x), pdist(z)).statistic)}
+    if truth is not None:
+        scores["spearman_truth"] = float(spearmanr(pdist(truth[keep]), pdist(z)).statistic)
+    kmeans = lambda data: KMeans(num_clusters, n_init=5, random_state=seed).fit_predict(data)  # noqa: E731
+    reference = within_cluster_ss(x, kmeans(x))
+    scores["partition_ratio"] = within_cluster_ss(x, kmeans(z)) / reference
+    if labels is not None:
+        scores["code_partition_ratio"] = within_cluster_ss(x, labels[keep]) / reference
+        if truth is not None and truth.shape[1] == 1:
+            scores["code_segments"] = code_segments(truth[:, 0], labels)
+    return scores
