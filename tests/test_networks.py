@@ -26,7 +26,7 @@ def _linear_layout(sequential):
         [type(m).__name__ for m in modules]
 
 
-@pytest.mark.parametrize("bottleneck, extra", [("ae", 0), ("vae", 16), ("info_dropout", 16), ("soft_vq", 0)])
+@pytest.mark.parametrize("bottleneck, extra", [("ae", 0), ("vae", 16), ("info_dropout", 16), ("soft_vq", 32)])
 def test_mlp_encoder_and_decoder_layout(bottleneck, extra):
     model = _model(bottleneck, (784,))
     assert model.bottleneck.extra_dim == extra
