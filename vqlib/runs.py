@@ -7,6 +7,7 @@ atomically; a run folder with a finished ``metrics.json`` for the same config is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -15,8 +16,20 @@ import numpy as np
 
 from .config import RunConfig
 from .evaluation import evaluate_model
-from .training import load_checkpoint, train
+from .training import RESUMABLE_CHANGES, load_checkpoint, train
 from .utils import atomic_savez, atomic_write_json, provenance
+
+
+def run_name(config: RunConfig) -> str:
+    """A run folder name: dataset-bottleneck-d-K-iterations-seed plus a short hash of every other
+    setting that changes training, so a folder is only ever reused for the same model."""
+    from .bottlenecks import QUANTIZERS
+
+    fixed = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    digest = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
+    k = f"K{config.num_codes}" if config.bottleneck in QUANTIZERS else "K0"
+    return (f"{config.dataset}-{config.bottleneck}-d{config.code_dim}-{k}-it{config.num_iterations}"
+            f"-seed{config.seed}-{digest}")
 
 
 def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = True, reuse: bool = True) -> dict:
