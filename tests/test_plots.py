@@ -33,6 +33,16 @@ def test_loss_curves_one_panel_per_column_and_overlay():
     assert len(fig.axes[0].lines) == 2
 
 
+def test_loss_curves_log_axes_only_for_positive_columns():
+    history = _history()
+    history[0]["latent"] = 0.0
+    fig = plots.loss_curves(history, logy=True)
+    assert [ax.get_yscale() for ax in fig.axes] == ["log", "log", "linear"]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels(minor=True) if t.get_text()]
+    assert labels and all("10^" not in t and "e+" not in t for t in labels)  # plain numbers
+
+
 def test_loss_curves_rejects_unknown_column_and_empty_history():
     with pytest.raises(ValueError, match="no \\['kl'\\]"):
         plots.loss_curves(_history(), columns=("loss", "kl"))
@@ -48,6 +58,17 @@ def test_codebook_usage_for_quantizers_only():
     assert list(fig.axes[1].lines[0].get_ydata()) == [2, 3, 4, 5]
     with pytest.raises(ValueError, match="quantizers"):
         plots.codebook_usage(_history(quantizer=False))
+
+
+def test_codebook_usage_overlays_keep_autoscaling_from_zero():
+    fig = plots.codebook_usage(_history(), label="small")
+    big = [dict(row, perplexity=10 * row["perplexity"], codes_used=100 + row["codes_used"]) for row in _history()]
+    plots.codebook_usage(big, axes=fig.axes, label="big")
+    for ax, top in zip(fig.axes, (40.0, 105)):
+        bottom, upper = ax.get_ylim()
+        assert bottom == 0 and upper >= top
+    fig = plots.codebook_usage(_history(), num_codes=128)
+    assert fig.axes[1].get_ylim()[1] >= 128  # the K line is inside the view
 
 
 @pytest.mark.parametrize("shape, expected", [((5, 784), (5, 28, 28)), ((5, 64), (5, 8, 8)),

@@ -39,11 +39,22 @@ def _new_axes(n: int, width: float = 4.0, height: float = 3.2):
     return fig, list(axes[0])
 
 
+def _plain_log_axis(ax, span: float) -> None:
+    """Log-scaled y axis labelled with plain numbers (minor ticks too when the data span under a decade)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain if span < 10 else NullFormatter())
+
+
 def loss_curves(history, columns=("loss", "reconstruction", "latent"), axes=None, label=None, logy=False):
     """One panel per loss column against the training step (one point per log interval: the mean over it).
 
     ``history``: rows with ``step`` and the columns (TrainResult.history, history.json or a DataFrame).
-    Call again with the same ``axes`` and another ``label`` to overlay runs.
+    Call again with the same ``axes`` and another ``label`` to overlay runs. ``logy``: logarithmic
+    vertical axes (for columns whose values are all positive), labelled with plain numbers.
     """
     frame = _frame(history)
     missing = [c for c in columns if c not in frame.columns]
@@ -61,7 +72,7 @@ def loss_curves(history, columns=("loss", "reconstruction", "latent"), axes=None
         ax.set_title(LOSS_LABELS.get(column, column))
         ax.set_xlabel("training step")
         if logy and (frame[column] > 0).all():
-            ax.set_yscale("log")
+            _plain_log_axis(ax, frame[column].max() / frame[column].min())
         ax.grid(alpha=0.3)
         if label is not None:
             ax.legend()
@@ -93,13 +104,17 @@ def codebook_usage(history, num_codes: int | None = None, axes=None, label=None)
             raise ValueError(f"axes has {len(axes)} panels; codebook_usage draws 2")
         fig = axes[0].figure
     for ax, column, title in zip(axes, ("perplexity", "codes_used"), ("perplexity of code usage", "codes used")):
-        ax.plot(frame["step"], frame[column], marker=".", label=label)
+        line, = ax.plot(frame["step"], frame[column], marker=".", label=label)
+        # the axis starts at 0 and keeps autoscaling, so later overlays still fit
+        ax.update_datalim([(float(frame["step"].iloc[0]), 0.0)])
+        line.sticky_edges.y.append(0.0)
         if num_codes is not None:
             ax.axhline(num_codes, color="grey", linestyle="--", linewidth=1)
+            ax.update_datalim([(float(frame["step"].iloc[0]), float(num_codes))])
             ax.annotate(f"K = {num_codes}", (0.02, 0.95), xycoords="axes fraction", va="top", color="grey")
+        ax.autoscale_view()
         ax.set_title(title)
         ax.set_xlabel("training step")
-        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         if label is not None:
             ax.legend()
