@@ -21,6 +21,8 @@ import logging
 
 import numpy as np
 
+from .bottlenecks.base import check_positive_int
+
 __all__ = ["embed", "knn_label_agreement", "trustworthiness"]
 
 
@@ -31,12 +33,6 @@ def _matrix(name: str, z, min_rows: int = 2) -> np.ndarray:
     if not np.isfinite(z).all():
         raise ValueError(f"{name} holds NaN or infinite values")
     return z
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= {minimum}")
-    return int(value)
 
 
 def embed(z, seed: int = 0, perplexity: float = 30.0, n_jobs: int = 1, **tsne_kwargs) -> np.ndarray:
@@ -50,8 +46,8 @@ def embed(z, seed: int = 0, perplexity: float = 30.0, n_jobs: int = 1, **tsne_kw
     from openTSNE import TSNE
 
     z = _matrix("z", z, min_rows=4)
-    seed = _check_int("seed", seed, 0)
-    n_jobs = _check_int("n_jobs", n_jobs)
+    seed = check_positive_int("seed", seed, 0)
+    n_jobs = check_positive_int("n_jobs", n_jobs)
     if isinstance(perplexity, bool) or not isinstance(perplexity, (int, float)) or not perplexity > 0:
         raise ValueError(f"perplexity={perplexity!r} is not allowed: perplexity must be a number > 0")
     perplexity = min(float(perplexity), (len(z) - 1) / 3)
@@ -74,7 +70,7 @@ def trustworthiness(reference, representation, n_neighbors: int = 10) -> float:
     representation = _matrix("representation", representation)
     if len(reference) != len(representation):
         raise ValueError(f"reference has {len(reference)} rows but representation has {len(representation)}")
-    n_neighbors = _check_int("n_neighbors", n_neighbors)
+    n_neighbors = check_positive_int("n_neighbors", n_neighbors)
     if n_neighbors >= len(reference) / 2:
         raise ValueError(f"n_neighbors={n_neighbors} is not allowed: it must be < n / 2 = {len(reference) / 2}")
     return float(sk_trustworthiness(reference, representation, n_neighbors=n_neighbors))
@@ -89,7 +85,7 @@ def knn_label_agreement(points, labels, n_neighbors: int = 10) -> float:
     labels = np.asarray(labels)
     if labels.shape != (len(points),):
         raise ValueError(f"labels has shape {labels.shape}: expected ({len(points)},)")
-    n_neighbors = _check_int("n_neighbors", n_neighbors)
+    n_neighbors = check_positive_int("n_neighbors", n_neighbors)
     if n_neighbors >= len(points):
         raise ValueError(f"n_neighbors={n_neighbors} is not allowed: it must be < n = {len(points)}")
     _, neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(points).kneighbors()  # no X: self excluded

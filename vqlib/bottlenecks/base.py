@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,9 +24,10 @@ from torch import nn
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as an int if it is an integer (Python or NumPy, not bool) >= ``minimum``, else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= {minimum}")
-    return value
+    return int(value)
 
 
 def check_non_negative(name: str, value) -> float:
