@@ -40,6 +40,11 @@ def _logsumexp(values) -> float:
     return m + math.log(sum(math.exp(v - m) for v in values))
 
 
+def _brute_sq_dist(z_row, mu) -> float:
+    """||z - mu||^2 by a Python loop over coordinates."""
+    return sum((float(a) - float(b)) ** 2 for a, b in zip(z_row, mu))
+
+
 def brute_posterior(z, codebook, sigma):
     """Eq. 4-7 by hand: Gaussian densities N(z; mu_k, sigma_k^2 I) (eq. 5, with (2 pi)^(-d/2) sigma_k^(-d)),
     uniform prior 1/K, Bayes' rule in log space with a hand-written log-sum-exp.
@@ -55,7 +60,7 @@ def brute_posterior(z, codebook, sigma):
         log_joint = []
         for k in range(K):
             s = float(sigma[i, k])
-            dist = sum((float(z[i, j]) - float(codebook[k, j])) ** 2 for j in range(d))
+            dist = _brute_sq_dist(z[i], codebook[k])
             log_density = -0.5 * dist / s**2 - d * math.log(s) - 0.5 * d * math.log(2 * math.pi)
             log_joint.append(math.log(1.0 / K) + log_density)
         log_evidence = _logsumexp(log_joint)
@@ -77,7 +82,7 @@ def brute_published(z, codebook, log_sigma):
         w = []
         for k in range(K):
             smooth = 1.0 / math.exp(float(log_sigma[i, k])) ** 2
-            dist = sum((float(z[i, j]) - float(codebook[k, j])) ** 2 for j in range(d))
+            dist = _brute_sq_dist(z[i], codebook[k])
             w.append(math.exp(-0.5 * smooth * dist) / math.sqrt(smooth))
         for k in range(K):
             resp[i, k] = w[k] / sum(w)
