@@ -24,6 +24,7 @@ from vqlib.bottlenecks import (
     VectorQuantizer,
     make_bottleneck,
     posterior_mean,
+    squared_distances,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +139,40 @@ def set_params(module, **values):
     with torch.no_grad():
         for name, value in values.items():
             getattr(module, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# 0. squared distances (value and gradients)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (1e3, 1e-3), (1e2, 10.0)])
+def test_squared_distances_match_brute_force(offset, spread):
+    """Codes near the origin, codes 1e3 from it and 1e-3 apart (where |z|^2 - 2 z.mu + |mu|^2
+    cancels catastrophically in float32), and a wide spread: relative error at float32 level."""
+    gen = torch.Generator().manual_seed(11)
+    z = torch.randn(7, 5, generator=gen) * spread + offset
+    codebook = torch.randn(9, 5, generator=gen) * spread + offset
+    got = squared_distances(z, codebook)
+    assert got.dtype == torch.float32 and got.shape == (7, 9)
+    expected = np.array([[_brute_sq_dist(row, mu) for mu in _f64(codebook)] for row in _f64(z)])
+    np.testing.assert_allclose(_f64(got), expected, rtol=1e-6, atol=0)
+    assert (squared_distances(z, z) >= 0).all()  # rounding never makes a distance negative
+
+
+def test_squared_distances_gradients_match_finite_differences():
+    gen = torch.Generator().manual_seed(12)
+    z, codebook = torch.randn(4, 3, generator=gen, dtype=torch.float64), torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    weights = torch.randn(4, 5, generator=gen, dtype=torch.float64)  # a generic upstream gradient
+    z_, codebook_ = z.clone().requires_grad_(), codebook.clone().requires_grad_()
+    (squared_distances(z_, codebook_) * weights).sum().backward()
+
+    def loss(zv, cv):
+        return sum(float(weights[i, k]) * _brute_sq_dist(zv[i], cv[k]) for i in range(4) for k in range(5))
+
+    np.testing.assert_allclose(_f64(z_.grad), finite_difference(lambda v: loss(v, _f64(codebook)), _f64(z)), rtol=1e-6)
+    np.testing.assert_allclose(_f64(codebook_.grad), finite_difference(lambda v: loss(_f64(z), v), _f64(codebook)),
+                               rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

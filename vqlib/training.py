@@ -3,7 +3,7 @@
 The paper's MLP is small, so per-step overhead is what costs time. The loop keeps the whole
 dataset on the training device and draws batches there (no DataLoader, no host-device copy),
 keeps running sums on the device and synchronises with the host only every ``log_every`` steps,
-and uses the fused Adam step where PyTorch offers it.
+and calls the fused Adam kernel directly (:class:`vqlib.optim.AdamStep`, bit for bit ``optimizer.step()``).
 
 Checkpoints (``checkpoint.pt``) hold the model, the optimiser, the config, the step, the random
 states and the loss history, and are written atomically; ``train(config, out_dir)`` on a folder
@@ -23,6 +23,7 @@ from tqdm import tqdm  # plain bars: notebook widgets would pull require.js from
 from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .model import Autoencoder
+from .optim import AdamStep, make_optimizer
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -52,14 +53,6 @@ class TrainResult:
     history: list = field(default_factory=list)  # one dict per log interval, keys HISTORY_COLUMNS
     wall_time: float = 0.0  # seconds spent training in this call
     resumed_from: int = 0  # step the run resumed from (0: fresh)
-
-
-def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        return torch.optim.Adam(params, lr=config.lr, fused=True)
-    except (RuntimeError, TypeError):  # fused kernels missing for this device
-        return torch.optim.Adam(params, lr=config.lr, foreach=device.type != "mps")
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -96,7 +89,7 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
     set_seed(config.seed)
     dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)  # a given dataset replaces config.dataset
     model = Autoencoder.from_config(config, dataset.input_shape).to(device)
-    optimizer = make_optimizer(model, config, device)
+    optimizer = make_optimizer(model, config.lr, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(config.seed)
     data_variance = float(dataset.x_train.var()) if config.reconstruction == "nmse" else None
@@ -111,6 +104,7 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
         _set_rng_state(generator, checkpoint["rng"])
         step, history = checkpoint["step"], checkpoint["history"]
     resumed_from = step
+    adam = AdamStep(optimizer)  # after loading: it keeps the state tensors it finds
 
     def save_checkpoint():
         if checkpoint_path is None:
@@ -139,9 +133,9 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
             logits, _, aux = model(x)
             recon = reconstruction_loss(logits, x, config.reconstruction, data_variance)
             loss = recon + config.latent_weight * aux["loss"]
-            optimizer.zero_grad(set_to_none=True)
+            adam.zero_grad()
             loss.backward()
-            optimizer.step()
+            adam.step()
             step += 1
             consistent = True
             sums += torch.stack([loss.detach(), recon.detach(), aux["loss"].detach()])
