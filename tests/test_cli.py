@@ -82,3 +82,23 @@ def test_published_code_flag_sets_the_published_settings_and_keeps_explicit_opti
     config = json.loads((out / "config.json").read_text())
     assert config["formula"] == "published" and config["sigma"] == "encoder" and config["latent_weight"] == 3.0
     assert config["batch_size"] == 16  # explicit beats the preset
+
+
+def test_a_diverging_run_prints_one_line_and_exits_with_status_1(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    import vqlib.training
+
+    digits = vqlib.load_dataset("digits")
+    nan_digits = dataclasses.replace(digits, x_train=torch.full_like(digits.x_train, float("nan")))
+    monkeypatch.setattr(vqlib.training, "load_dataset", lambda *args, **kwargs: nan_digits)
+    status = main(["train", "--dataset", "digits", "--bottleneck", "ae", "--mlp-hidden", "32-32", "--num-iterations",
+                   "20", "--log-every", "10", "--no-progress", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "training stopped at step 10" in err
+    assert (tmp_path / "run" / "history.json").exists()
+    status = main(["evaluate", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "non-finite by step 10" in err

@@ -152,3 +152,36 @@ def test_device_auto_is_cpu_here_and_bad_device_is_named():
         assert vqlib.resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="device='cuda'"):
             vqlib.resolve_device("cuda")
+
+
+def _nan_digits(digits):
+    """digits whose pixels are all NaN: the loss is NaN from the first step, deterministically."""
+    import dataclasses
+
+    return dataclasses.replace(digits, x_train=torch.full_like(digits.x_train, float("nan")))
+
+
+def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_run(digits, tmp_path):
+    from vqlib.training import TrainingDiverged
+
+    config = RunConfig(bottleneck="ae", num_iterations=40, **{**SMALL, "log_every": 5})
+    with pytest.raises(TrainingDiverged, match="between steps 1 and 5") as error:
+        train(config, tmp_path, dataset=_nan_digits(digits), progress=False)
+    assert error.value.step == 5
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [row["step"] for row in history] == [5] and np.isnan(history[0]["loss"])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 5
+    # a rerun on the folder says so again at once instead of training on from NaN weights
+    with pytest.raises(TrainingDiverged, match="between steps 1 and 5"):
+        train(config.replace(num_iterations=80), tmp_path, dataset=_nan_digits(digits), progress=False)
+
+
+def test_a_diverged_run_is_recorded_without_downstream_metrics(digits, tmp_path):
+    config = RunConfig(bottleneck="ae", num_iterations=40, **{**SMALL, "log_every": 10})
+    metrics = run_experiment(config, tmp_path, dataset=_nan_digits(digits), progress=False)
+    assert metrics["diverged_at"] == 10 and metrics["clustering_acc"] is None and metrics["nmi"] is None
+    assert "training stopped at step 10" in metrics["diverged"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["diverged_at"] == 10
+    assert not (tmp_path / "latents.npz").exists()
+    finished = run_experiment(config, tmp_path / "fine", dataset=digits, progress=False)
+    assert finished["diverged_at"] is None and finished["clustering_acc"] is not None

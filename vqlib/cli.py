@@ -2,7 +2,8 @@
 
 Every option of ``train`` is a field of :class:`vqlib.config.RunConfig`, with the same name
 (``--num-iterations`` for ``num_iterations``), help text and default. Bad arguments print one
-line naming the option, the value and what is allowed, and exit with status 2.
+line naming the option, the value and what is allowed, and exit with status 2; a run whose loss
+becomes NaN or infinite stops, keeps its run folder, prints one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def main(argv=None) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"vqlib {args.command}: error: {message}", file=sys.stderr)
         return 2
+    if metrics.get("diverged_at") is not None:
+        print(f"vqlib {args.command}: error: {metrics['diverged'].splitlines()[0]}", file=sys.stderr)
+        return 1
     summary = {k: metrics.get(k) for k in ("dataset", "bottleneck", "seed", "clustering_acc", "nmi",
                                            "classification_acc", "perplexity", "codes_used")}
     print(json.dumps(summary))

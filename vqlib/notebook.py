@@ -43,7 +43,7 @@ def start(parameters: dict, results_dir="results", seed: int | None = None, devi
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     if seed is not None:
-        set_seed(int(check_non_negative("seed", seed)))
+        set_seed(check_positive_int("seed", seed, minimum=0))
     session = Session(dict(parameters), results_dir, resolve_device(device))
     print(f"device: {session.device}; results: {results_dir}")
     return session

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .config import RunConfig
-from .evaluation import evaluate_model
-from .training import RESUMABLE_CHANGES, load_checkpoint, train
-from .utils import atomic_savez, atomic_write_json, provenance
+from .evaluation import METRICS, evaluate_model
+from .training import RESUMABLE_CHANGES, TrainingDiverged, load_checkpoint, train
+from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
 
 def run_name(config: RunConfig) -> str:
@@ -33,7 +34,11 @@ def run_name(config: RunConfig) -> str:
 
 
 def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = True, reuse: bool = True) -> dict:
-    """Train (or resume) and evaluate one model; returns the metrics dict written to metrics.json."""
+    """Train (or resume) and evaluate one model; returns the metrics dict written to metrics.json.
+
+    A run whose loss becomes non-finite is not evaluated: its metrics.json records
+    ``diverged_at`` (the step training stopped at, else None) and None for every downstream metric.
+    """
     out_dir = Path(out_dir)
     metrics_path = out_dir / "metrics.json"
     if reuse and metrics_path.exists():
@@ -41,7 +46,15 @@ def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = Tr
         if metrics.get("config") == config.to_dict():
             return metrics
     atomic_write_json(out_dir / "config.json", config.to_dict())
-    result = train(config, out_dir, dataset=dataset, progress=progress)
+    try:
+        result = train(config, out_dir, dataset=dataset, progress=progress)
+    except TrainingDiverged as error:
+        metrics = {**{m: None for m in METRICS}, "diverged_at": error.step,
+                   "diverged": str(error), "dataset": config.dataset, "bottleneck": config.bottleneck,
+                   "seed": config.seed, "iterations": error.step, "config": config.to_dict(),
+                   **provenance(resolve_device(config.device))}
+        atomic_write_json(metrics_path, metrics)
+        return metrics
     return _evaluate_and_save(result.model, config, result.dataset, out_dir, result.device, result.wall_time,
                               train_steps_timed=config.num_iterations - result.resumed_from)
 
@@ -49,10 +62,13 @@ def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = Tr
 def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", dataset=None) -> dict:
     """Re-evaluate a run folder from its checkpoint (optionally with another ``n_init``)."""
     from .datasets import load_dataset
-    from .utils import resolve_device
 
     device = resolve_device(device)
     model, config, checkpoint = load_checkpoint(out_dir, device)
+    diverged = next((row["step"] for row in checkpoint["history"] if not math.isfinite(row["loss"])), None)
+    if diverged is not None:
+        raise ValueError(f"{out_dir} holds a run whose training loss became non-finite by step {diverged}: "
+                         "there is nothing to evaluate")
     if n_init is not None:
         config = config.replace(n_init=n_init)
     dataset = dataset or load_dataset(config.dataset, config.data_dir)
@@ -69,7 +85,8 @@ def _evaluate_and_save(model, config, dataset, out_dir, device, wall_time, train
         "dataset": config.dataset, "bottleneck": config.bottleneck, "seed": config.seed,
         "iterations": step if step is not None else config.num_iterations,
         "train_wall_time_s": wall_time, "train_steps_timed": train_steps_timed,
-        "eval_wall_time_s": time.perf_counter() - start, "config": config.to_dict(), **provenance(device),
+        "eval_wall_time_s": time.perf_counter() - start, "diverged_at": None, "config": config.to_dict(),
+        **provenance(device),
     })
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -12,6 +12,7 @@ with a checkpoint resumes from it and ends with exactly the model an uninterrupt
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,18 @@ def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, data_v
     if kind == "bernoulli":
         return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
     return F.mse_loss(torch.sigmoid(logits), x) / data_variance
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; ``step`` is the end of the interval where it did.
+
+    ``train`` checks the loss at every logged interval (no extra host sync), writes the checkpoint
+    and ``history.json`` up to that step when it has a run folder, and raises this.
+    """
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclass
@@ -103,6 +116,9 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
         optimizer.load_state_dict(checkpoint["optimizer"])
         _set_rng_state(generator, checkpoint["rng"])
         step, history = checkpoint["step"], checkpoint["history"]
+        for previous, row in zip([{"step": 0}] + history, history):
+            if not math.isfinite(row["loss"]):  # this run already diverged: say so again, do not go on
+                raise _diverged(config, row["loss"], previous["step"], row["step"], out_dir)
     resumed_from = step
     adam = AdamStep(optimizer)  # after loading: it keeps the state tensors it finds
 
@@ -144,9 +160,11 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
             if step % config.log_every == 0 or step == config.num_iterations:
                 history.append(_history_row(step, sums / (step - interval_start), counts if num_codes else None))
                 sums.zero_(), counts.zero_()
-                interval_start = step
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", refresh=False)
+                if not math.isfinite(history[-1]["loss"]):
+                    raise _diverged(config, history[-1]["loss"], interval_start, step, out_dir)
+                interval_start = step
                 if callback is not None:
                     callback(step, model)
             if step % config.checkpoint_every == 0:
@@ -160,6 +178,14 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
     save_checkpoint()
     model.eval()
     return TrainResult(model, config, dataset, device, history, time.perf_counter() - start, resumed_from)
+
+
+def _diverged(config: RunConfig, loss: float, first: int, step: int, out_dir) -> TrainingDiverged:
+    where = f"; {out_dir} keeps the checkpoint and history.json up to here" if out_dir is not None else ""
+    hint = (" (the published formula underflows to 0/0 for codes far from every codeword: "
+            "formula='paper' computes eq. 7 in log space)" if config.formula == "published" else "")
+    return TrainingDiverged(f"the training loss became {loss} between steps {first + 1} and {step}: "
+                            f"training stopped at step {step}{where}{hint}", step)
 
 
 def _history_row(step: int, means: torch.Tensor, counts: torch.Tensor | None) -> dict:
