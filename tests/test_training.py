@@ -185,3 +185,15 @@ def test_a_diverged_run_is_recorded_without_downstream_metrics(digits, tmp_path)
     assert not (tmp_path / "latents.npz").exists()
     finished = run_experiment(config, tmp_path / "fine", dataset=digits, progress=False)
     assert finished["diverged_at"] is None and finished["clustering_acc"] is not None
+
+
+@pytest.mark.parametrize("bottleneck", ["soft_vq", "vae"])
+def test_hand_written_mlp_backward_trains_exactly_like_autograd(digits, bottleneck):
+    config = RunConfig(bottleneck=bottleneck, num_iterations=60, **SMALL)
+    fast = train(config, dataset=digits, progress=False, backward="auto")
+    reference = train(config, dataset=digits, progress=False, backward="autograd")
+    for (name, a), b in zip(fast.model.state_dict().items(), reference.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert fast.history == reference.history
+    with pytest.raises(ValueError, match="backward='graph' is not allowed"):
+        train(config, dataset=digits, progress=False, backward="graph")

@@ -24,10 +24,13 @@ from tqdm import tqdm  # plain bars: notebook widgets would pull require.js from
 from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .model import Autoencoder
+from .bottlenecks.base import check_choice
+from .mlp_step import MLPStep
 from .optim import AdamStep, make_optimizer
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
+BACKWARDS = ("auto", "autograd")
 HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
@@ -92,12 +95,16 @@ def _check_resumable(saved: dict, config: RunConfig, path: Path) -> None:
 
 
 def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progress: bool = True,
-          callback=None) -> TrainResult:
+          callback=None, backward: str = "auto") -> TrainResult:
     """Train one model; with ``out_dir``, checkpoint there and resume from an existing checkpoint.
 
     ``callback(step, model)``, if given, runs after every logged interval (for notebooks); an
     exception it raises (or Ctrl-C) stops the run after a checkpoint has been written.
+    ``backward="auto"`` differentiates the paper's MLP by hand (:class:`vqlib.mlp_step.MLPStep`,
+    the same gradients bit for bit, faster) and anything else with autograd; ``"autograd"``
+    uses autograd for every model.
     """
+    check_choice("backward", backward, BACKWARDS)
     device = resolve_device(config.device)
     set_seed(config.seed)
     dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)  # a given dataset replaces config.dataset
@@ -121,6 +128,8 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
                 raise _diverged(config, row["loss"], previous["step"], row["step"], out_dir)
     resumed_from = step
     adam = AdamStep(optimizer)  # after loading: it keeps the state tensors it finds
+    mlp_step = (MLPStep(model, config.reconstruction, config.latent_weight, data_variance)
+                if backward == "auto" and MLPStep.supports(model) else None)
 
     def save_checkpoint():
         if checkpoint_path is None:
@@ -146,11 +155,14 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
             consistent = False
             idx = torch.randint(n, (config.batch_size,), device=device, generator=generator)
             x = x_train[idx]
-            logits, _, aux = model(x)
-            recon = reconstruction_loss(logits, x, config.reconstruction, data_variance)
-            loss = recon + config.latent_weight * aux["loss"]
             adam.zero_grad()
-            loss.backward()
+            if mlp_step is not None:
+                loss, recon, aux = mlp_step.step(x)
+            else:
+                logits, _, aux = model(x)
+                recon = reconstruction_loss(logits, x, config.reconstruction, data_variance)
+                loss = recon + config.latent_weight * aux["loss"]
+                loss.backward()
             adam.step()
             step += 1
             consistent = True
