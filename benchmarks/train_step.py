@@ -1,6 +1,6 @@
 """Speed of one training step of the paper's MNIST MLP soft VQ-VAE against this machine's floor.
 
-    python benchmarks/train_step.py [--steps 300] [--repeats 3]
+    python benchmarks/train_step.py [--steps 200] [--repeats 5]
 
 Prints, from one run: milliseconds per step of ``vqlib.train`` (batch 64, K = 128, d = 64, the
 library's real loop on in-memory mnist5k), milliseconds for the matrix multiplies of the same step
@@ -27,22 +27,23 @@ CONFIG = dict(dataset="mnist5k", bottleneck="soft_vq", batch_size=64, num_codes=
               checkpoint_every=10**9)
 
 
-def ms_per_step(dataset, device: str, steps: int, repeats: int) -> float:
-    """Best of ``repeats`` timed runs of ``steps`` steps, after a warm-up run."""
+def step_timer(dataset, device: str, steps: int, backward: str = "auto"):
+    """A function timing one run of ``steps`` steps of ``vqlib.train`` (ms per step), after a warm-up run."""
     config = RunConfig(**CONFIG, num_iterations=steps, device=device)
-    train(config.replace(num_iterations=20), dataset=dataset, progress=False)  # warm-up
-    times = []
-    for _ in range(repeats):
-        result = train(config, dataset=dataset, progress=False)
+    train(config.replace(num_iterations=20), dataset=dataset, progress=False, backward=backward)  # warm-up
+
+    def run() -> float:
+        result = train(config, dataset=dataset, progress=False, backward=backward)
         if result.device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(result.wall_time / steps)
-    return 1000 * min(times)
+        return 1000 * result.wall_time / steps
+    return run
 
 
-def matmul_floor_ms(input_dim: int, steps: int, repeats: int, with_adam: bool = False) -> float:
-    """The matrix multiplies of one forward + backward step, and nothing else (``with_adam``: then
-    one fused Adam update of parameters, gradients and moments of the model's sizes)."""
+def floor_timer(input_dim: int, steps: int, with_adam: bool = False):
+    """A function timing ``steps`` repetitions of the matrix multiplies of one forward + backward
+    step, and nothing else (``with_adam``: then one fused Adam update of parameters, gradients and
+    moments of the model's sizes), in ms per step."""
     config = RunConfig(**CONFIG)
     model = Autoencoder.from_config(config, (input_dim,))
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -71,35 +72,45 @@ def matmul_floor_ms(input_dim: int, steps: int, repeats: int, with_adam: bool = 
 
     for _ in range(20):
         one_step()
-    best = float("inf")
-    for _ in range(repeats):
+
+    def run() -> float:
         start = time.perf_counter()
         for _ in range(steps):
             one_step()
-        best = min(best, (time.perf_counter() - start) / steps)
-    return 1000 * best
+        return 1000 * (time.perf_counter() - start) / steps
+    return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="timed steps per repeat (default: 300)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats, the best is kept (default: 3)")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat (default: 200)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats, the best of each is kept (default: 5)")
     args = parser.parse_args()
     dataset = load_dataset("mnist5k")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; soft_vq MLP 784-500-500-2000-64, "
           "batch 64, K = 128, d = 64")
     if torch.cuda.is_available():
-        gpu_ms = ms_per_step(dataset, "cuda", args.steps * 5, args.repeats)
+        gpu = step_timer(dataset, "cuda", args.steps * 5)
+        gpu_ms = min(gpu() for _ in range(args.repeats))
         print(f"GPU ({torch.cuda.get_device_name()}): {1000 / gpu_ms:.0f} steps/s, "
               f"the paper's 40,000 steps in {40_000 * gpu_ms / 1000 / 60:.1f} min")
-    step_ms = ms_per_step(dataset, "cpu", args.steps, args.repeats)
-    floor_ms = matmul_floor_ms(784, args.steps, args.repeats)
-    adam_ms = matmul_floor_ms(784, args.steps, args.repeats, with_adam=True)
-    print(f"CPU training step: {step_ms:.2f} ms")
+    # the timings are interleaved, repeat by repeat, so that a busy moment of the machine hits all of them
+    timers = {"step": step_timer(dataset, "cpu", args.steps),
+              "step, autograd": step_timer(dataset, "cpu", args.steps, backward="autograd"),
+              "floor": floor_timer(784, args.steps), "floor + adam": floor_timer(784, args.steps, with_adam=True)}
+    times = {name: [] for name in timers}
+    for _ in range(args.repeats):
+        for name, timer in timers.items():
+            times[name].append(timer())
+    best = {name: min(values) for name, values in times.items()}
+    floor_ms = best["floor"]
+    print(f"CPU training step: {best['step']:.2f} ms "
+          f"(autograd through the whole model: {best['step, autograd']:.2f} ms, "
+          f"ratio {best['step, autograd'] / floor_ms:.2f})")
     print(f"CPU matrix multiplies of that step alone: {floor_ms:.2f} ms")
-    print(f"for context, those multiplies plus one fused Adam update: {adam_ms:.2f} ms "
-          f"(ratio {adam_ms / floor_ms:.2f} before any other work)")
-    print(f"ratio step / matmul floor: {step_ms / floor_ms:.2f}")
+    print(f"for context, those multiplies plus one fused Adam update: {best['floor + adam']:.2f} ms "
+          f"(ratio {best['floor + adam'] / floor_ms:.2f} before any other work)")
+    print(f"ratio step / matmul floor: {best['step'] / floor_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 The paper's MLP is small, so per-step overhead is what costs time. The loop keeps the whole
 dataset on the training device and draws batches there (no DataLoader, no host-device copy),
 keeps running sums on the device and synchronises with the host only every ``log_every`` steps,
-and calls the fused Adam kernel directly (:class:`vqlib.optim.AdamStep`, bit for bit ``optimizer.step()``).
+differentiates the paper's MLP by hand (:class:`vqlib.mlp_step.MLPStep`) and calls the fused Adam
+kernel directly (:class:`vqlib.optim.AdamStep`); both are bit for bit what autograd and
+``optimizer.step()`` give. A loss that becomes NaN or infinite stops the run (:class:`TrainingDiverged`).
 
 Checkpoints (``checkpoint.pt``) hold the model, the optimiser, the config, the step, the random
 states and the loss history, and are written atomically; ``train(config, out_dir)`` on a folder
