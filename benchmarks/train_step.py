@@ -20,6 +20,7 @@ import time
 import torch
 
 from vqlib import RunConfig, load_dataset, train
+from vqlib.bottlenecks import SoftVectorQuantizer
 from vqlib.model import Autoencoder
 from vqlib.optim import AdamStep
 
@@ -81,6 +82,32 @@ def floor_timer(input_dim: int, steps: int, with_adam: bool = False):
     return run
 
 
+def estimator_timer(steps: int, fused: bool):
+    """A function timing forward + backward of the soft VQ bottleneck alone (batch 64, K = 128, d = 64),
+    through its hand-differentiated node (``fused``) or op by op with autograd, in ms per call."""
+    torch.manual_seed(0)
+    bottleneck = SoftVectorQuantizer(num_codes=CONFIG["num_codes"], code_dim=CONFIG["code_dim"])
+    bottleneck.fused = fused
+    z_e = torch.randn(CONFIG["batch_size"], CONFIG["code_dim"], requires_grad=True)
+    log_sigma = (0.1 * torch.randn(CONFIG["batch_size"], CONFIG["num_codes"])).requires_grad_()
+    weights = torch.randn(CONFIG["batch_size"], CONFIG["code_dim"])
+
+    def one_call():
+        z_q, aux = bottleneck(z_e, log_sigma)
+        ((weights * z_q).sum() + aux["loss"]).backward()
+        z_e.grad = log_sigma.grad = bottleneck.codebook.grad = None
+
+    for _ in range(20):
+        one_call()
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            one_call()
+        return 1000 * (time.perf_counter() - start) / steps
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per repeat (default: 200)")
@@ -97,7 +124,9 @@ def main() -> None:
     # the timings are interleaved, repeat by repeat, so that a busy moment of the machine hits all of them
     timers = {"step": step_timer(dataset, "cpu", args.steps),
               "step, autograd": step_timer(dataset, "cpu", args.steps, backward="autograd"),
-              "floor": floor_timer(784, args.steps), "floor + adam": floor_timer(784, args.steps, with_adam=True)}
+              "floor": floor_timer(784, args.steps), "floor + adam": floor_timer(784, args.steps, with_adam=True),
+              "estimator": estimator_timer(args.steps, fused=True),
+              "estimator, op by op": estimator_timer(args.steps, fused=False)}
     times = {name: [] for name in timers}
     for _ in range(args.repeats):
         for name, timer in timers.items():
@@ -107,6 +136,8 @@ def main() -> None:
     print(f"CPU training step: {best['step']:.2f} ms "
           f"(autograd through the whole model: {best['step, autograd']:.2f} ms, "
           f"ratio {best['step, autograd'] / floor_ms:.2f})")
+    print(f"the soft VQ bottleneck alone, forward + backward: {best['estimator']:.2f} ms "
+          f"(op by op with autograd: {best['estimator, op by op']:.2f} ms)")
     print(f"CPU matrix multiplies of that step alone: {floor_ms:.2f} ms")
     print(f"for context, those multiplies plus one fused Adam update: {best['floor + adam']:.2f} ms "
           f"(ratio {best['floor + adam'] / floor_ms:.2f} before any other work)")
