@@ -82,12 +82,14 @@ class _SquaredDistances(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # grad (b, K)
         z, codebook = ctx.saved_tensors
-        grad_z = grad_codebook = None
-        if ctx.needs_input_grad[0]:
-            grad_z = 2 * (z * grad.sum(-1, keepdim=True) - grad @ codebook)  # (b, d)
-        if ctx.needs_input_grad[1]:
-            grad_codebook = 2 * (codebook * grad.sum(0).unsqueeze(-1) - grad.t() @ z)  # (K, d)
-        return grad_z, grad_codebook
+        return _squared_distances_backward(grad, z, codebook, *ctx.needs_input_grad)
+
+
+def _squared_distances_backward(grad, z, codebook, z_grad: bool = True, codebook_grad: bool = True):
+    """Gradients of sum_ik grad_ik ||z_i - mu_k||^2: 2 (z_i sum_k g_ik - g mu), 2 (mu_k sum_i g_ik - g^T z)."""
+    grad_z = 2 * (z * grad.sum(-1, keepdim=True) - grad @ codebook) if z_grad else None  # (b, d)
+    grad_codebook = 2 * (codebook * grad.sum(0).unsqueeze(-1) - grad.t() @ z) if codebook_grad else None  # (K, d)
+    return grad_z, grad_codebook
 
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:

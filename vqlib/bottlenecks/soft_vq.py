@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .base import (Bottleneck, _squared_distances_value, check_choice, check_non_negative, check_positive_int,
-                   squared_distances, uniform_unit_scaling_)
+from .base import (Bottleneck, _squared_distances_backward, _squared_distances_value, check_choice,
+                   check_non_negative, check_positive_int, squared_distances, uniform_unit_scaling_)
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 SIGMA_SOURCES = ("codeword", "encoder")  # one learned sigma per codeword / a per-input encoder head of width K
@@ -113,8 +113,9 @@ class _SoftVQEstimator(torch.autograd.Function):
         grad_dist = grad_l * w * -0.5
         grad_log_sigma = grad_l * (distances * w - d)
         grad_log_sigma = grad_log_sigma.sum_to_size(log_sigma.shape)
-        grad_x.add_(2 * (x * grad_dist.sum(-1, keepdim=True) - grad_dist @ codebook))
-        grad_mu.add_(2 * (codebook * grad_dist.sum(0).unsqueeze(-1) - grad_dist.t() @ x))
+        grad_x_dist, grad_mu_dist = _squared_distances_backward(grad_dist, x, codebook)
+        grad_x.add_(grad_x_dist)
+        grad_mu.add_(grad_mu_dist)
         return grad_x, grad_mu, grad_log_sigma, None, None
 
 
