@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .losses import reconstruction_loss_and_grad
 from .networks import MLPDecoder, MLPEncoder
 
 
@@ -102,7 +103,8 @@ class MLPStep:
         z_q, aux = bottleneck(z_e, extra)
         with torch.no_grad():
             logits, decoder_inputs = _forward(self.decoder, z_q.detach())
-            recon, grad_logits = self._reconstruction(logits, target)
+            recon, grad_logits = reconstruction_loss_and_grad(logits, target, self.reconstruction,
+                                                              self.data_variance)
             grad_z_q = _backward(self.decoder, decoder_inputs, grad_logits, input_grad=True)
         outputs, grads = [], []
         if z_q.requires_grad:
@@ -119,18 +121,3 @@ class MLPStep:
             _backward(self.encoder, encoder_inputs, grad_h, input_grad=False)
         latent = latent.detach()
         return recon + self.latent_weight * latent, recon, aux
-
-    def _reconstruction(self, logits: torch.Tensor, target: torch.Tensor):
-        """-log p(x | z_q) as in :func:`vqlib.training.reconstruction_loss`, and its gradient wrt the logits."""
-        b = target.shape[0]
-        if self.reconstruction == "bernoulli":
-            # sum over pixels of softplus(l) - x l, averaged over the batch; gradient (sigmoid(l) - x) / b
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum") / b
-            grad_sum = torch.ones((), dtype=logits.dtype, device=logits.device) / b
-            return loss, (torch.sigmoid(logits) - target) * grad_sum  # autograd's formula for this loss
-        # mean over all pixels of (sigmoid(l) - x)^2 / variance, differentiated as autograd does it
-        s = torch.sigmoid(logits)
-        loss = torch.nn.functional.mse_loss(s, target) / self.data_variance
-        grad_mse = torch.ones((), dtype=logits.dtype, device=logits.device) / self.data_variance
-        grad_s = torch.ops.aten.mse_loss_backward(grad_mse, s, target, 1)  # 1: reduction "mean"
-        return loss, torch.ops.aten.sigmoid_backward(grad_s, s)

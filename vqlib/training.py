@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm  # plain bars: notebook widgets would pull require.js from a CDN into the book
 
 from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .model import Autoencoder
 from .bottlenecks.base import check_choice
+from .losses import reconstruction_loss
 from .mlp_step import MLPStep
 from .optim import AdamStep, make_optimizer
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
@@ -37,17 +37,6 @@ HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "co
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
                      "data_dir"}
-
-
-def reconstruction_loss(logits: torch.Tensor, x: torch.Tensor, kind: str, data_variance: float | None = None):
-    """-log p(x | z_q) per example, averaged over the batch.
-
-    ``bernoulli``: binary cross-entropy summed over pixels (the paper's -log p(x | z_hat) for x in [0, 1]);
-    ``nmse``: mean squared error of sigmoid(logits) divided by the data variance (published code).
-    """
-    if kind == "bernoulli":
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-    return F.mse_loss(torch.sigmoid(logits), x) / data_variance
 
 
 class TrainingDiverged(FloatingPointError):
