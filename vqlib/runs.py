@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from .config import RunConfig
 from .evaluation import METRICS, evaluate_model
-from .training import RESUMABLE_CHANGES, TrainingDiverged, load_checkpoint, train
+from .training import RESUMABLE_CHANGES, TrainingDiverged, first_divergence, load_checkpoint, train
 from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
 
@@ -65,10 +64,10 @@ def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", datase
 
     device = resolve_device(device)
     model, config, checkpoint = load_checkpoint(out_dir, device)
-    diverged = next((row["step"] for row in checkpoint["history"] if not math.isfinite(row["loss"])), None)
-    if diverged is not None:
-        raise ValueError(f"{out_dir} holds a run whose training loss became non-finite by step {diverged}: "
-                         "there is nothing to evaluate")
+    divergence = first_divergence(checkpoint["history"])
+    if divergence is not None:
+        raise ValueError(f"{out_dir} holds a run whose training loss became non-finite by step "
+                         f"{divergence[1]['step']}: there is nothing to evaluate")
     if n_init is not None:
         config = config.replace(n_init=n_init)
     dataset = dataset or load_dataset(config.dataset, config.data_dir)

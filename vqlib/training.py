@@ -114,9 +114,10 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
         optimizer.load_state_dict(checkpoint["optimizer"])
         _set_rng_state(generator, checkpoint["rng"])
         step, history = checkpoint["step"], checkpoint["history"]
-        for previous, row in zip([{"step": 0}] + history, history):
-            if not math.isfinite(row["loss"]):  # this run already diverged: say so again, do not go on
-                raise _diverged(config, row["loss"], previous["step"], row["step"], out_dir)
+        divergence = first_divergence(history)
+        if divergence is not None:  # this run already diverged: say so again, do not go on
+            first, row = divergence
+            raise _diverged(config, row["loss"], first, row["step"], out_dir)
     resumed_from = step
     adam = AdamStep(optimizer)  # after loading: it keeps the state tensors it finds
     mlp_step = (MLPStep(model, config.reconstruction, config.latent_weight, data_variance)
@@ -181,6 +182,14 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
     save_checkpoint()
     model.eval()
     return TrainResult(model, config, dataset, device, history, time.perf_counter() - start, resumed_from)
+
+
+def first_divergence(history: list) -> tuple[int, dict] | None:
+    """(step before its interval, row) of the first logged interval with a non-finite loss, or None."""
+    for previous, row in zip([{"step": 0}] + history, history):
+        if not math.isfinite(row["loss"]):
+            return previous["step"], row
+    return None
 
 
 def _diverged(config: RunConfig, loss: float, first: int, step: int, out_dir) -> TrainingDiverged:
