@@ -41,6 +41,19 @@ def step_timer(dataset, device: str, steps: int, backward: str = "auto"):
     return run
 
 
+def loop_timer(work, steps: int):
+    """After 20 warm-up calls, a function timing ``steps`` calls of ``work`` (ms per call)."""
+    for _ in range(20):
+        work()
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            work()
+        return 1000 * (time.perf_counter() - start) / steps
+    return run
+
+
 def floor_timer(input_dim: int, steps: int, with_adam: bool = False):
     """A function timing ``steps`` repetitions of the matrix multiplies of one forward + backward
     step, and nothing else (``with_adam``: then one fused Adam update of parameters, gradients and
@@ -71,15 +84,7 @@ def floor_timer(input_dim: int, steps: int, with_adam: bool = False):
         if with_adam:
             adam.step()
 
-    for _ in range(20):
-        one_step()
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            one_step()
-        return 1000 * (time.perf_counter() - start) / steps
-    return run
+    return loop_timer(one_step, steps)
 
 
 def estimator_timer(steps: int, fused: bool):
@@ -97,15 +102,7 @@ def estimator_timer(steps: int, fused: bool):
         ((weights * z_q).sum() + aux["loss"]).backward()
         z_e.grad = log_sigma.grad = bottleneck.codebook.grad = None
 
-    for _ in range(20):
-        one_call()
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            one_call()
-        return 1000 * (time.perf_counter() - start) / steps
-    return run
+    return loop_timer(one_call, steps)
 
 
 def main() -> None:
