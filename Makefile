@@ -17,7 +17,7 @@ setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install $(PIP_FLAGS) -q -e ".[book,test]"
+	$(PIP) install $(PIP_FLAGS) -q -e ".[book,test,dask]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/python -c "import torch, torchvision, vqlib; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@

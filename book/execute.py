@@ -48,7 +48,8 @@ from book import (
 
 KERNEL = "python3"
 #: Environment of the kernels: no display, and a fixed hash seed for reproducible set ordering.
-KERNEL_ENV = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
+#: OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning while they wait (see vqlib/__init__.py).
+KERNEL_ENV = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 #: Kernel options. With MPLBACKEND=Agg alone, ipykernel keeps Agg and ``plt.show()`` draws nothing
 #: into the notebook: ``matplotlib=inline`` makes the kernel itself use the inline backend (Agg
 #: rendering to PNG outputs), while processes the notebooks start still get Agg. The kernel's own

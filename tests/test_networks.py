@@ -10,7 +10,7 @@ from torch import nn
 
 import vqlib
 from vqlib.bottlenecks import make_bottleneck
-from vqlib.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
+from vqlib.networks import CNNDecoder, CNNEncoder, Dense, MLPDecoder, MLPEncoder
 
 
 def _model(bottleneck: str, input_shape, code_dim=16, num_codes=32, architecture="auto"):
@@ -22,7 +22,7 @@ def _model(bottleneck: str, input_shape, code_dim=16, num_codes=32, architecture
 def _linear_layout(sequential):
     """[(in, out) of each Linear], [type name of every module in order, reshapes left out]."""
     modules = [m for m in sequential.children() if not isinstance(m, (nn.Flatten, nn.Unflatten))]
-    return [(m.in_features, m.out_features) for m in modules if isinstance(m, nn.Linear)], \
+    return [(m.in_features, m.out_features) for m in modules if isinstance(m, Dense)], \
         [type(m).__name__ for m in modules]
 
 
@@ -32,10 +32,10 @@ def test_mlp_encoder_and_decoder_layout(bottleneck, extra):
     assert model.bottleneck.extra_dim == extra
     sizes, kinds = _linear_layout(model.encoder)
     assert sizes == [(784, 500), (500, 500), (500, 2000), (2000, 16 + extra)]
-    assert kinds == ["Linear", "ReLU", "Linear", "ReLU", "Linear", "ReLU", "Linear"]  # no activation after the last
+    assert kinds == ["Dense", "ReLU", "Dense", "ReLU", "Dense", "ReLU", "Dense"]  # no activation after the last
     sizes, kinds = _linear_layout(model.decoder)
     assert sizes == [(16, 2000), (2000, 500), (500, 500), (500, 784)]
-    assert kinds == ["Linear", "ReLU", "Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert kinds == ["Dense", "ReLU", "Dense", "ReLU", "Dense", "ReLU", "Dense"]
     x = torch.rand(5, 784)
     h = model.encoder(x)
     assert h.shape == (5, 16 + extra)
@@ -72,7 +72,7 @@ def test_cnn_encoder_and_decoder_layout():
 
 
 def _fans(m):
-    if isinstance(m, nn.Linear):
+    if isinstance(m, Dense):
         return m.in_features, m.out_features
     k = m.kernel_size[0] * m.kernel_size[1]
     return m.in_channels * k, m.out_channels * k
@@ -84,7 +84,7 @@ def _fans(m):
 ], ids=["mlp_encoder", "mlp_decoder", "cnn_encoder", "cnn_decoder"])
 def test_weights_are_glorot_uniform_and_biases_zero(network):
     torch.manual_seed(1)
-    layers = [m for m in network().modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    layers = [m for m in network().modules() if isinstance(m, (Dense, nn.Conv2d, nn.ConvTranspose2d))]
     assert len(layers) >= 4
     for m in layers:
         fan_in, fan_out = _fans(m)

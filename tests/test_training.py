@@ -1,5 +1,6 @@
 """Training, evaluation protocol, resume and determinism, on the embedded digits dataset."""
 
+import dataclasses
 import itertools
 import json
 
@@ -10,7 +11,8 @@ import torch
 import vqlib
 from vqlib import RunConfig, load_dataset, train
 from vqlib.evaluation import clustering_accuracy, encode, kmeans_scores, summarize
-from vqlib.runs import run_experiment
+from vqlib.runs import run_experiment, run_many
+from vqlib.training import load_checkpoint, train_many
 
 # A narrower MLP than the paper's keeps the suite fast; the loop and the bottlenecks are the same.
 SMALL = dict(dataset="digits", mlp_hidden="128-128-256", code_dim=16, num_codes=32, batch_size=64, log_every=50,
@@ -77,7 +79,7 @@ def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path):
                        **{**SMALL, "log_every": 20})
     whole = run_experiment(config, tmp_path / "whole", dataset=digits, progress=False)
 
-    def stop_at_100(step, model):
+    def stop_at_100(step):
         if step == 100:
             raise Interrupt
 
@@ -187,13 +189,75 @@ def test_a_diverged_run_is_recorded_without_downstream_metrics(digits, tmp_path)
     assert finished["diverged_at"] is None and finished["clustering_acc"] is not None
 
 
-@pytest.mark.parametrize("bottleneck", ["soft_vq", "vae"])
-def test_hand_written_mlp_backward_trains_exactly_like_autograd(digits, bottleneck):
-    config = RunConfig(bottleneck=bottleneck, num_iterations=60, **SMALL)
-    fast = train(config, dataset=digits, progress=False, backward="auto")
-    reference = train(config, dataset=digits, progress=False, backward="autograd")
-    for (name, a), b in zip(fast.model.state_dict().items(), reference.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert fast.history == reference.history
-    with pytest.raises(ValueError, match="backward='graph' is not allowed"):
-        train(config, dataset=digits, progress=False, backward="graph")
+@pytest.fixture
+def float64(digits):
+    """digits in float64 and float64 models: runs trained together and alone then agree to ~1e-12
+    (in float32, Adam turns last-bit differences of the batched multiplies into ~1e-3 in a few weights)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield dataclasses.replace(digits, x_train=digits.x_train.double(), x_test=digits.x_test.double())
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae"])
+def test_runs_trained_together_match_runs_trained_alone(float64, bottleneck, tmp_path):
+    base = RunConfig(bottleneck=bottleneck, num_iterations=100, **{**SMALL, "log_every": 25})
+    configs = [base, base.replace(seed=1, beta=0.5, noise_std=0.3, latent_weight=2.0, num_iterations=150)]
+    together = run_many(configs, [tmp_path / "a", tmp_path / "b"], dataset=float64, progress=False)
+    alone = [run_experiment(c, tmp_path / f"alone{i}", dataset=float64, progress=False) for i, c in enumerate(configs)]
+    for i, (a, b) in enumerate(zip(together, alone)):
+        assert a["runs_trained_together"] == 2 and b["runs_trained_together"] == 1
+        for key in ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used"):
+            assert a[key] == b[key], (i, key)
+        model_a = load_checkpoint(tmp_path / "ab"[i])[0].state_dict()
+        model_b = load_checkpoint(tmp_path / f"alone{i}")[0].state_dict()
+        for name in model_a:
+            torch.testing.assert_close(model_a[name], model_b[name], rtol=1e-9, atol=1e-10, msg=name)
+        history_a = json.loads((tmp_path / "ab"[i] / "history.json").read_text())
+        history_b = json.loads((tmp_path / f"alone{i}" / "history.json").read_text())
+        assert [r["step"] for r in history_a] == [r["step"] for r in history_b] == list(range(25, configs[i].num_iterations + 1, 25))
+        assert [r["loss"] for r in history_a] == pytest.approx([r["loss"] for r in history_b], rel=1e-9)
+    assert together[0]["clustering_acc"] != together[1]["clustering_acc"] or together[0]["nmi"] != together[1]["nmi"]
+
+
+def test_a_diverging_run_stops_and_the_others_go_on(digits, tmp_path):
+    config = RunConfig(bottleneck="vae", num_iterations=60, **{**SMALL, "log_every": 20})
+    # a latent weight beyond float32's range makes this run's loss infinite from its first step
+    configs = [config, config.replace(latent_weight=1e39), config.replace(seed=1)]
+    results = train_many(configs, [tmp_path / str(i) for i in range(3)], dataset=digits, progress=False)
+    assert results[1].diverged is not None and results[1].diverged.step == 20
+    assert [r.diverged for r in (results[0], results[2])] == [None, None]
+    assert [row["step"] for row in results[0].history] == [20, 40, 60]
+    alone = train(configs[2], dataset=digits, progress=False)
+    assert [r["loss"] for r in results[2].history] == pytest.approx([r["loss"] for r in alone.history], rel=1e-4)
+    with pytest.raises(vqlib.training.TrainingDiverged, match=r"loss became (nan|inf) between steps 1 and 20"):  # a rerun says so again
+        train(configs[1], tmp_path / "1", dataset=digits, progress=False)
+
+
+def test_an_interrupted_batch_resumes_to_the_same_result(digits, tmp_path):
+    config = RunConfig(bottleneck="soft_vq", num_iterations=120, checkpoint_every=40, device="cpu",
+                       **{**SMALL, "log_every": 20})
+    configs = [config, config.replace(seed=3, beta=1.0)]
+    whole = train_many(configs, dataset=digits, progress=False)
+
+    def stop_at_100(step):
+        if step == 100:
+            raise Interrupt
+
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(Interrupt):
+        train_many(configs, dirs, dataset=digits, progress=False, callback=stop_at_100)
+    assert [torch.load(d / "checkpoint.pt", weights_only=False)["step"] for d in dirs] == [100, 100]
+    resumed = train_many(configs, dirs, dataset=digits, progress=False)
+    for a, b in zip(whole, resumed):
+        assert b.resumed_from == 100 and a.history == b.history
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.equal(x, y), name
+
+
+def test_configs_that_cannot_share_a_stack_are_refused(digits):
+    config = RunConfig(bottleneck="vq", num_iterations=10, **SMALL)
+    with pytest.raises(ValueError, match=r"configs differ in code_dim \(16 vs 8\)"):
+        train_many([config, config.replace(code_dim=8)], dataset=digits, progress=False)
+    with pytest.raises(ValueError, match="configs is empty"):
+        train_many([], dataset=digits)

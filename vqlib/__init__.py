@@ -5,6 +5,18 @@
     metrics = run_experiment(RunConfig(dataset="mnist5k"), "runs/example")
 """
 
+import os as _os
+import sys as _sys
+
+# Threads: torch uses one OpenMP thread per core. On this project's 2-core machines, with another
+# process keeping one core busy, spinning OpenMP threads made a batched training step 3x slower
+# (26 -> 83 ms per run-step), sleeping ones ("PASSIVE") 1.7x (28 -> 47 ms), with about the same
+# speed as spinning on an idle machine (`python benchmarks/threads.py`). OpenMP reads the policy
+# once, when torch is loaded, so this applies when vqlib is imported first (the CLI, the book's
+# kernels); an explicit OMP_WAIT_POLICY is kept. Every result's provenance records the policy.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .bottlenecks import (BOTTLENECKS, QUANTIZERS, CodebookUsage, EMVectorQuantizer, Identity, InformationDropout,
                           SoftVectorQuantizer, VAE, VectorQuantizer, make_bottleneck, posterior_mean)
 from .config import DATASETS, RunConfig

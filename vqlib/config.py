@@ -16,7 +16,7 @@ from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
 
 DATASETS = ("mnist", "svhn", "cifar10", "mnist5k", "digits")
-RECONSTRUCTIONS = ("bernoulli", "nmse")
+from .losses import RECONSTRUCTIONS
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

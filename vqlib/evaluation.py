@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .bottlenecks import CodebookUsage
+from .utils import available_cpus
 
 METRICS = ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used")
 
@@ -76,8 +77,8 @@ def evaluate_latents(z_train, y_train, z_test, y_test, n_init: int = 10, classif
     return metrics
 
 
-def evaluate_model(model, dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0):
-    """The paper's protocol on a trained model -> (metrics, latents).
+def encode_dataset(model, dataset) -> tuple[dict, dict]:
+    """Encode a dataset's two splits -> (latents, codebook statistics of the test split).
 
     latents: dict of numpy arrays ``z_test``, ``y_test``, ``z_train``, ``y_train``.
     """
@@ -85,11 +86,40 @@ def evaluate_model(model, dataset, n_init: int = 10, classifier_iterations: int 
     z_test, usage = encode(model, dataset.x_test)
     latents = {"z_test": z_test, "y_test": dataset.y_test.cpu().numpy(),
                "z_train": z_train, "y_train": dataset.y_train.cpu().numpy()}
-    metrics = evaluate_latents(z_train, latents["y_train"], z_test, latents["y_test"], n_init,
-                               classifier_iterations, seed)
-    metrics["perplexity"] = usage.perplexity if usage else None
-    metrics["codes_used"] = usage.codes_used if usage else None
-    return metrics, latents
+    return latents, {"perplexity": usage.perplexity if usage else None,
+                     "codes_used": usage.codes_used if usage else None}
+
+
+def evaluate_model(model, dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0):
+    """The paper's protocol on a trained model -> (metrics, latents) (see :func:`encode_dataset`)."""
+    latents, codebook = encode_dataset(model, dataset)
+    metrics = evaluate_latents(latents["z_train"], latents["y_train"], latents["z_test"], latents["y_test"],
+                               n_init, classifier_iterations, seed)
+    return {**metrics, **codebook}, latents
+
+
+def evaluate_latents_many(jobs, n_jobs: int | None = None) -> list[dict]:
+    """:func:`evaluate_latents` for many runs at once, one run per core.
+
+    ``jobs``: dicts of :func:`evaluate_latents`'s keyword arguments. joblib runs them in worker
+    processes (``n_jobs`` None: every core of this machine; 1: in this process, one after another),
+    and threadpoolctl keeps the BLAS and OpenMP pools of each worker at one thread, so that R runs
+    on R cores do not fight over them (scikit-learn's advice for nested parallelism).
+    """
+    from joblib import Parallel, delayed
+
+    jobs = list(jobs)
+    n_jobs = min(len(jobs), n_jobs or available_cpus())
+    if n_jobs <= 1:
+        return [evaluate_latents(**job) for job in jobs]
+    return Parallel(n_jobs=n_jobs)(delayed(_evaluate_one_thread)(job) for job in jobs)
+
+
+def _evaluate_one_thread(job: dict) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return evaluate_latents(**job)
 
 
 def evaluate_raw(dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0) -> dict:

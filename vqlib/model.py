@@ -45,8 +45,12 @@ class Autoencoder(nn.Module):
         """x -> z_e (b, d), the representation the downstream tasks use (before any noise or quantisation)."""
         return self.encode_heads(x)[0]
 
-    def forward(self, x: torch.Tensor):
-        """x (b, *input_shape) -> (x_logits (b, *input_shape), z_e (b, d), aux of the bottleneck)."""
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
+        """x (b, *input_shape) -> (x_logits (b, *input_shape), z_e (b, d), aux of the bottleneck).
+
+        ``noise``: the bottleneck's random numbers for this pass (see ``Bottleneck.sample_noise``);
+        None draws them from torch's global generator in training.
+        """
         z_e, extra = self.encode_heads(x)
-        z_q, aux = self.bottleneck(z_e, extra)
+        z_q, aux = self.bottleneck(z_e, extra, noise)
         return self.decoder(z_q), z_e, aux

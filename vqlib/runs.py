@@ -3,6 +3,8 @@
 ``out_dir/`` holds ``config.json``, ``checkpoint.pt``, ``history.json``, ``metrics.json`` and
 ``latents.npz`` (``z_test``, ``y_test``, ``z_train``, ``y_train``). Every file is written
 atomically; a run folder with a finished ``metrics.json`` for the same config is reused.
+``run_many`` trains several runs at once (:func:`vqlib.training.train_many`) and scores them on all
+cores (:func:`vqlib.evaluation.evaluate_latents_many`); ``run_experiment`` is one run of it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig
-from .evaluation import METRICS, evaluate_model
-from .training import RESUMABLE_CHANGES, TrainingDiverged, first_divergence, load_checkpoint, train
+from .evaluation import METRICS, encode_dataset, evaluate_latents_many
+from .training import RESUMABLE_CHANGES, first_divergence, load_checkpoint, train_many
 from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
 
@@ -38,24 +40,65 @@ def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = Tr
     A run whose loss becomes non-finite is not evaluated: its metrics.json records
     ``diverged_at`` (the step training stopped at, else None) and None for every downstream metric.
     """
-    out_dir = Path(out_dir)
-    metrics_path = out_dir / "metrics.json"
-    if reuse and metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
+    return run_many([config], [out_dir], dataset=dataset, progress=progress, reuse=reuse)[0]
+
+
+def finished_metrics(config: RunConfig, out_dir) -> dict | None:
+    """The metrics of a finished run of ``config`` in ``out_dir``, or None."""
+    path = Path(out_dir) / "metrics.json"
+    if path.exists():
+        metrics = json.loads(path.read_text())
         if metrics.get("config") == config.to_dict():
             return metrics
-    atomic_write_json(out_dir / "config.json", config.to_dict())
-    try:
-        result = train(config, out_dir, dataset=dataset, progress=progress)
-    except TrainingDiverged as error:
-        metrics = {**{m: None for m in METRICS}, "diverged_at": error.step,
-                   "diverged": str(error), "dataset": config.dataset, "bottleneck": config.bottleneck,
-                   "seed": config.seed, "iterations": error.step, "config": config.to_dict(),
-                   **provenance(resolve_device(config.device))}
-        atomic_write_json(metrics_path, metrics)
-        return metrics
-    return _evaluate_and_save(result.model, config, result.dataset, out_dir, result.device, result.wall_time,
-                              train_steps_timed=config.num_iterations - result.resumed_from)
+    return None
+
+
+def run_many(configs, out_dirs, dataset=None, progress: bool = True, reuse: bool = True,
+             n_jobs: int | None = None) -> list[dict]:
+    """Train the runs that are not finished yet as one stack, then evaluate them all in parallel.
+
+    ``configs`` must be batchable (:func:`vqlib.training.train_many`); ``n_jobs`` is the number of
+    processes scoring the runs (None: every core). Returns one metrics dict per config, in order.
+    """
+    configs, out_dirs = list(configs), [Path(d) for d in out_dirs]
+    results = [finished_metrics(c, d) if reuse else None for c, d in zip(configs, out_dirs)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    for i in todo:
+        atomic_write_json(out_dirs[i] / "config.json", configs[i].to_dict())
+    trained = train_many([configs[i] for i in todo], [out_dirs[i] for i in todo], dataset=dataset, progress=progress)
+    dataset = trained[0].dataset
+    device = trained[0].device
+    scored, jobs = [], []
+    for i, result in zip(todo, trained):
+        config = configs[i]
+        if result.diverged is not None:
+            results[i] = {**{m: None for m in METRICS}, "diverged_at": result.diverged.step,
+                          "diverged": str(result.diverged), "dataset": config.dataset,
+                          "bottleneck": config.bottleneck, "seed": config.seed, "iterations": result.diverged.step,
+                          "config": config.to_dict(), **provenance(device)}
+            atomic_write_json(out_dirs[i] / "metrics.json", results[i])
+            continue
+        latents, codebook = encode_dataset(result.model, dataset)
+        atomic_savez(out_dirs[i] / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
+        scored.append((i, result, codebook))
+        jobs.append(_scoring_job(latents, config))
+    start = time.perf_counter()
+    scores = evaluate_latents_many(jobs, n_jobs=n_jobs)
+    eval_time = (time.perf_counter() - start) / max(len(jobs), 1)
+    for (i, result, codebook), score in zip(scored, scores):
+        results[i] = _save_metrics(out_dirs[i], configs[i], {**score, **codebook}, device,
+                                   iterations=configs[i].num_iterations, wall_time=result.wall_time,
+                                   train_steps_timed=configs[i].num_iterations - result.resumed_from,
+                                   eval_time=eval_time, runs_together=result.runs_together)
+    return results
+
+
+def _scoring_job(latents: dict, config: RunConfig) -> dict:
+    return dict(z_train=latents["z_train"], y_train=latents["y_train"], z_test=latents["z_test"],
+                y_test=latents["y_test"], n_init=config.n_init, classifier_iterations=config.classifier_iterations,
+                seed=config.seed)
 
 
 def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", dataset=None) -> dict:
@@ -71,21 +114,20 @@ def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", datase
     if n_init is not None:
         config = config.replace(n_init=n_init)
     dataset = dataset or load_dataset(config.dataset, config.data_dir)
-    return _evaluate_and_save(model, config, dataset, Path(out_dir), device, wall_time=None,
-                              train_steps_timed=None, step=checkpoint["step"])
-
-
-def _evaluate_and_save(model, config, dataset, out_dir, device, wall_time, train_steps_timed, step=None) -> dict:
     start = time.perf_counter()
-    metrics, latents = evaluate_model(model, dataset, n_init=config.n_init,
-                                      classifier_iterations=config.classifier_iterations, seed=config.seed)
-    atomic_savez(out_dir / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
-    metrics.update({
-        "dataset": config.dataset, "bottleneck": config.bottleneck, "seed": config.seed,
-        "iterations": step if step is not None else config.num_iterations,
-        "train_wall_time_s": wall_time, "train_steps_timed": train_steps_timed,
-        "eval_wall_time_s": time.perf_counter() - start, "diverged_at": None, "config": config.to_dict(),
-        **provenance(device),
-    })
+    latents, codebook = encode_dataset(model, dataset)
+    atomic_savez(Path(out_dir) / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
+    score = evaluate_latents_many([_scoring_job(latents, config)], n_jobs=1)[0]
+    return _save_metrics(Path(out_dir), config, {**score, **codebook}, device, iterations=checkpoint["step"],
+                         wall_time=None, train_steps_timed=None, eval_time=time.perf_counter() - start)
+
+
+def _save_metrics(out_dir: Path, config: RunConfig, metrics: dict, device, iterations: int, wall_time,
+                  train_steps_timed, eval_time: float, runs_together: int | None = None) -> dict:
+    metrics = {**metrics,
+               "dataset": config.dataset, "bottleneck": config.bottleneck, "seed": config.seed,
+               "iterations": iterations, "train_wall_time_s": wall_time, "train_steps_timed": train_steps_timed,
+               "runs_trained_together": runs_together, "eval_wall_time_s": eval_time, "diverged_at": None,
+               "config": config.to_dict(), **provenance(device)}
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

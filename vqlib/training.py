@@ -1,42 +1,66 @@
 """Training as the paper sets it up: Adam, loss eq. 27, in-memory batches sampled on the device.
 
-The paper's MLP is small, so per-step overhead is what costs time. The loop keeps the whole
-dataset on the training device and draws batches there (no DataLoader, no host-device copy),
-keeps running sums on the device and synchronises with the host only every ``log_every`` steps,
-differentiates the paper's MLP by hand (:class:`vqlib.mlp_step.MLPStep`) and calls the fused Adam
-kernel directly (:class:`vqlib.optim.AdamStep`); both are bit for bit what autograd and
-``optimizer.step()`` give. A loss that becomes NaN or infinite stops the run (:class:`TrainingDiverged`).
+One path for every model: autograd through the model's own ``forward`` and the public
+``torch.optim.Adam`` (fused where the device has the kernel). ``train(config)`` trains one run;
+``train_many(configs)`` trains several runs of one architecture at once, and ``train`` is
+``train_many`` with one config.
 
-Checkpoints (``checkpoint.pt``) hold the model, the optimiser, the config, the step, the random
-states and the loss history, and are written atomically; ``train(config, out_dir)`` on a folder
-with a checkpoint resumes from it and ends with exactly the model an uninterrupted run gives.
+Many runs at once
+-----------------
+The runs of a batch share the architecture, the dataset, the batch size and the learning rate, and
+may differ in their seed and in the scalar hyper-parameters of :data:`PER_RUN_FIELDS` (``beta``,
+``noise_std``, ``latent_weight``, ``num_iterations``, evaluation settings). Their parameters are
+stacked with a leading run dimension (``torch.func.stack_module_state``) and one step runs the
+model's ordinary one-run ``forward`` under ``torch.func.vmap`` over ``functional_call``: every
+``nn.Linear`` then becomes one batched matrix multiply over the R runs. One Adam optimiser steps
+the stacked parameters with the gradient of the *sum* of the per-run losses, so each run's slice
+gets exactly its own gradient and, Adam being element-wise, exactly its own update.
+
+Why vmap rather than layers holding (R, in, out) weights and calling ``baddbmm``: both end in the
+same batched multiplies, but vmap keeps a single model implementation, the one a reader checks
+against the paper; a stacked-weight twin of every layer and bottleneck would be a second copy of
+the maths to keep in step (``benchmarks/train_step.py`` measures what the batching buys).
+
+Each run keeps its own random streams: its initial weights come from ``set_seed(seed)`` before its
+model is built, and its batch indices and bottleneck noise from its own ``torch.Generator`` seeded
+with ``seed`` (``randomness="error"`` makes vmap refuse any other draw). So a run's result does not
+depend on which runs share its batch (tested: two configs trained together and each alone). A run
+whose loss becomes non-finite is recorded as diverged at the next logged interval and leaves the
+stack; so does a run that reaches its ``num_iterations``; the others go on.
+
+The host synchronises only every ``log_every`` steps. Each run keeps its own run folder:
+``checkpoint.pt`` (model, optimiser state in the one-run layout, config, step, generator state,
+loss history; written atomically) and ``history.json``; an interrupted batch resumes from them and
+ends with exactly the result of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm  # plain bars: notebook widgets would pull require.js from a CDN into the book
 
+from .bottlenecks import code_counts, perplexity_from_counts
 from .config import RunConfig
 from .datasets import Dataset, load_dataset
-from .model import Autoencoder
-from .bottlenecks.base import check_choice
 from .losses import reconstruction_loss
-from .mlp_step import MLPStep
-from .optim import AdamStep, make_optimizer
+from .model import Autoencoder
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
-BACKWARDS = ("auto", "autograd")
+CHECKPOINT_FORMAT = 2  # 2: one generator per run, the bottleneck's noise drawn from it (train_many)
 HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
                      "data_dir"}
+# config fields in which the runs of one batch may differ (everything else must be equal)
+PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "num_iterations", "n_init", "classifier_iterations")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -58,130 +82,294 @@ class TrainResult:
     dataset: Dataset
     device: torch.device
     history: list = field(default_factory=list)  # one dict per log interval, keys HISTORY_COLUMNS
-    wall_time: float = 0.0  # seconds spent training in this call
+    wall_time: float = 0.0  # this run's share of the seconds spent training in this call
     resumed_from: int = 0  # step the run resumed from (0: fresh)
+    diverged: TrainingDiverged | None = None  # set when the loss became non-finite (train_many only)
+    runs_together: int = 1  # how many runs were trained in one stack with this one (at the start)
 
 
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "batches": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def batch_key(config: RunConfig) -> tuple:
+    """What runs trained in one stack must share: every config field but :data:`PER_RUN_FIELDS`."""
+    return tuple(sorted((k, v) for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS))
 
 
-def _set_rng_state(generator: torch.Generator, state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["batches"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progress: bool = True,
+          callback=None) -> TrainResult:
+    """Train one model; with ``out_dir``, checkpoint there and resume from an existing checkpoint.
+
+    ``callback(step)``, if given, runs after every logged interval (for notebooks); an exception it
+    raises (or Ctrl-C) stops the run after a checkpoint has been written. A non-finite loss raises
+    :class:`TrainingDiverged` after the checkpoint and history have been written.
+    """
+    result = train_many([config], [out_dir], dataset=dataset, progress=progress, callback=callback)[0]
+    if result.diverged is not None:
+        raise result.diverged
+    return result
 
 
-def _check_resumable(saved: dict, config: RunConfig, path: Path) -> None:
-    current = config.to_dict()
+def train_many(configs, out_dirs=None, dataset: Dataset | None = None, progress: bool = True,
+               callback=None) -> list[TrainResult]:
+    """Train several runs of one architecture as one stacked model (see the module docstring).
+
+    ``configs`` must agree on everything but :data:`PER_RUN_FIELDS` (a ValueError names the first
+    field that differs; :func:`vqlib.sweep.group_configs` sorts a grid into such batches).
+    ``out_dirs``: one run folder (or None) per config. Returns one :class:`TrainResult` per config,
+    in order; a run that diverged has ``diverged`` set and its model as it was at that point.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs is empty: give at least one RunConfig")
+    out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(configs)
+    if len(out_dirs) != len(configs):
+        raise ValueError(f"out_dirs has {len(out_dirs)} entries for {len(configs)} configs: give one per config")
+    _check_batchable(configs)
+    device = resolve_device(configs[0].device)
+    dataset = (dataset or load_dataset(configs[0].dataset, configs[0].data_dir)).to(device)  # replaces config.dataset
+    runs = [_Run.start(config, out_dir, dataset, device) for config, out_dir in zip(configs, out_dirs)]
+    pending = [run for run in runs if run.diverged is None and run.step < run.config.num_iterations]
+    for step in sorted({run.step for run in pending}):  # runs resumed at different steps train apart
+        _train_stack([run for run in pending if run.step == step], dataset, device, progress, callback)
+    return [TrainResult(run.model(), run.config, dataset, device, run.history, run.wall_time, run.resumed_from,
+                        run.diverged, run.runs_together) for run in runs]
+
+
+def _check_batchable(configs) -> None:
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        values = config.to_dict()
+        differ = [k for k in first if k not in PER_RUN_FIELDS and values[k] != first[k]]
+        if differ:
+            k = differ[0]
+            raise ValueError(f"configs differ in {k} ({first[k]!r} vs {values[k]!r}): runs trained together may "
+                             f"differ only in {', '.join(PER_RUN_FIELDS)}; group them with vqlib.sweep.group_configs")
+
+
+class _Run:
+    """One run of a batch: its config, folder, generator, state outside the stack, and history."""
+
+    def __init__(self, config: RunConfig, out_dir, device: torch.device, input_shape):
+        self.config, self.device, self.input_shape = config, device, tuple(input_shape)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.seed)
+        self.step, self.history, self.optimizer_state = 0, [], None
+        self.resumed_from, self.diverged, self.wall_time = 0, None, 0.0
+        self.runs_together = 1
+
+    @classmethod
+    def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device) -> "_Run":
+        run = cls(config, out_dir, device, dataset.input_shape)
+        set_seed(config.seed)  # the initial weights come from the run's own seed
+        model = Autoencoder.from_config(config, dataset.input_shape).to(device)
+        run.model_state = model.state_dict()
+        path = run.checkpoint_path
+        if path is not None and path.exists():
+            checkpoint = torch.load(path, map_location=device, weights_only=False)
+            _check_resumable(checkpoint, config, path)
+            run.model_state, run.optimizer_state = checkpoint["model"], checkpoint["optimizer"]
+            run.generator.set_state(checkpoint["rng"]["generator"].cpu())  # a CPU byte tensor on every device
+            run.step, run.history = checkpoint["step"], checkpoint["history"]
+            run.resumed_from = run.step
+            divergence = first_divergence(run.history)
+            if divergence is not None:  # this run already diverged: say so again, do not go on
+                first, row = divergence
+                run.diverged = _diverged(config, row["loss"], first, row["step"], run.out_dir)
+        if run.data_variance_needed:
+            run.data_variance = float(dataset.x_train.var())
+        return run
+
+    @property
+    def data_variance_needed(self) -> bool:
+        return self.config.reconstruction == "nmse"
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT if self.out_dir is not None else None
+
+    def model(self) -> Autoencoder:
+        model = Autoencoder.from_config(self.config, self.input_shape).to(self.device)
+        model.load_state_dict(self.model_state)
+        return model.eval()
+
+    def save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        atomic_torch_save(self.checkpoint_path, {
+            "format": CHECKPOINT_FORMAT, "model": self.model_state, "optimizer": self.optimizer_state,
+            "config": self.config.to_dict(), "input_shape": self.input_shape, "step": self.step,
+            "rng": {"generator": self.generator.get_state()}, "history": self.history,
+        })
+        atomic_write_json(self.out_dir / "history.json", self.history)
+
+
+class _Stack:
+    """The stacked parameters, buffers and Adam state of the runs being trained together."""
+
+    def __init__(self, runs: list, device: torch.device):
+        self.runs = runs
+        models = [run.model() for run in runs]
+        for model in models:
+            model.train()
+        self.state_keys = list(models[0].state_dict().keys())
+        self.params, self.buffers = stack_module_state(models)  # name -> (R, ...)
+        self.base = copy.deepcopy(models[0]).to("meta")  # the one-run module that functional_call fills in
+        self.base.train()
+        self.optimizer = make_optimizer(list(self.params.values()), runs[0].config.lr, device)
+        if runs[0].optimizer_state is not None:
+            self.optimizer.load_state_dict(_stack_optimizer_states([run.optimizer_state for run in runs]))
+        self.latent_weight = torch.tensor([run.config.latent_weight for run in runs], device=device)
+
+    def export(self) -> None:
+        """Write each run's slice of the stack back into the run (model and optimiser state)."""
+        named = {**self.params, **self.buffers}
+        names = list(self.params)
+        state = self.optimizer.state_dict()
+        for r, run in enumerate(self.runs):
+            run.model_state = {k: named[k][r].detach().clone() for k in self.state_keys}
+            run.optimizer_state = {
+                "state": {i: {k: (v[r].clone() if k != "step" else v.clone()) for k, v in s.items()}
+                          for i, s in state["state"].items()},
+                "param_groups": [{**g, "params": list(range(len(names)))} for g in state["param_groups"]],
+            }
+
+    def loss_fn(self, x, noise, latent_weight, recon_kind, data_variance):
+        """Per-run losses over the stack: (loss, reconstruction, latent, indices or None), each with a run dim."""
+
+        def one_run(params, buffers, x, noise, latent_weight):
+            logits, _, aux = functional_call(self.base, (params, buffers), (x,), {"noise": noise})
+            recon = reconstruction_loss(logits, x, recon_kind, data_variance)
+            return recon + latent_weight * aux["loss"], recon, aux["loss"], aux.get("indices")
+
+        if len(self.runs) == 1:  # one run: the same function without vmap's overhead
+            first = lambda tree: None if tree is None else ({k: v.squeeze(0) for k, v in tree.items()}  # noqa: E731
+                                                           if isinstance(tree, dict) else tree.squeeze(0))
+            out = one_run(first(self.params), first(self.buffers), x.squeeze(0), first(noise), latent_weight.squeeze(0))
+            return tuple(None if t is None else t.unsqueeze(0) for t in out)
+        in_dims = (0, 0, 0, None if noise is None else 0, 0)
+        out_dims = (0, 0, 0, 0 if self.base.bottleneck.num_codes else None)  # indices: quantizers only
+        return vmap(one_run, in_dims=in_dims, out_dims=out_dims, randomness="error")(
+            self.params, self.buffers, x, noise, latent_weight)
+
+
+def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam over ``params``, with the fused kernel where the device has one (else the foreach one)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # fused kernels missing for this device
+        return torch.optim.Adam(params, lr=lr, foreach=device.type != "mps")
+
+
+def _stack_optimizer_states(states: list) -> dict:
+    """One Adam state dict over stacked parameters from the one-run state dicts of the runs."""
+    stacked = {}
+    for i, first in states[0]["state"].items():
+        stacked[i] = {k: (torch.stack([s["state"][i][k] for s in states]) if k != "step" else v.clone())
+                      for k, v in first.items()}
+    return {"state": stacked, "param_groups": copy.deepcopy(states[0]["param_groups"])}
+
+
+def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: bool, callback) -> None:
+    """Train ``runs`` (all at the same step) in one stack until each has finished or diverged."""
+    config = runs[0].config
+    x_train, n, b = dataset.x_train, len(dataset.x_train), config.batch_size
+    data_variance = runs[0].data_variance if runs[0].data_variance_needed else None
+    stack = _Stack(runs, device)
+    for run in runs:
+        run.runs_together = len(runs)
+    bottleneck = stack.base.bottleneck
+    num_codes = bottleneck.num_codes
+    step = runs[0].step
+    end = max(run.config.num_iterations for run in runs)
+    sums = torch.zeros(len(runs), 3, device=device)  # running loss, reconstruction, latent per run
+    counts = torch.zeros(len(runs), num_codes or 1, dtype=torch.long, device=device)  # code usage per run
+    interval_start = [step] * len(runs)
+    bar = tqdm(total=end, initial=step, disable=not progress, unit="step", mininterval=1.0, dynamic_ncols=True,
+               desc=config.bottleneck if len(runs) == 1 else f"{config.bottleneck} x{len(runs)}")
+    consistent = True  # False while a step is half done: a checkpoint then would not resume exactly
+    started = time.perf_counter()
+    try:
+        while stack.runs:
+            consistent = False
+            idx, noise = [], []
+            for run in stack.runs:  # each run's own stream: batch indices, then the bottleneck's noise
+                idx.append(torch.randint(n, (b,), device=device, generator=run.generator))
+                noise.append(bottleneck.sample_noise(b, run.generator, device))
+            x = x_train[torch.stack(idx)]  # (R, b, *input_shape)
+            noise = torch.stack(noise) if noise[0] is not None else None
+            loss, recon, latent, indices = stack.loss_fn(x, noise, stack.latent_weight, config.reconstruction,
+                                                         data_variance)
+            stack.optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()  # each run's slice gets the gradient of its own loss
+            stack.optimizer.step()
+            step += 1
+            consistent = True
+            sums += torch.stack([loss.detach(), recon.detach(), latent.detach()], dim=-1)
+            if num_codes:
+                counts += code_counts(indices, num_codes)
+            # each run logs on its own schedule, so its history does not depend on the other runs
+            logging = [r for r, run in enumerate(stack.runs)
+                       if step % config.log_every == 0 or step == run.config.num_iterations]
+            if logging:
+                lengths = torch.tensor([step - interval_start[r] for r in logging], device=device).unsqueeze(-1)
+                rows = _history_rows(step, sums[logging] / lengths, counts[logging] if num_codes else None)
+                sums[logging], counts[logging] = 0, 0
+                done = []
+                for r, row in zip(logging, rows):
+                    run = stack.runs[r]
+                    run.history.append(row)
+                    first, interval_start[r] = interval_start[r], step
+                    if not math.isfinite(row["loss"]):
+                        run.diverged = _diverged(run.config, row["loss"], first, step, run.out_dir)
+                    if run.diverged is not None or step >= run.config.num_iterations:
+                        done.append(r)
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{sum(r['loss'] for r in rows) / len(rows):.4g}", refresh=False)
+                if done:  # finished or diverged runs leave the stack, the others go on
+                    elapsed = time.perf_counter() - started
+                    for run in stack.runs:
+                        run.wall_time += elapsed / len(stack.runs)
+                    started = time.perf_counter()
+                    _save_stack(stack, step, [stack.runs[r] for r in done])
+                    keep = [r for r in range(len(stack.runs)) if r not in done]
+                    stack = _Stack([stack.runs[r] for r in keep], device) if keep else _EmptyStack()
+                    sums, counts = sums[keep], counts[keep]
+                    interval_start = [interval_start[r] for r in keep]
+                if callback is not None:
+                    callback(step)
+            if stack.runs and step % config.checkpoint_every == 0:
+                _save_stack(stack, step)
+    except BaseException:
+        if consistent and stack.runs:
+            _save_stack(stack, step)  # keep what was computed; a rerun resumes from here
+        raise
+    finally:
+        bar.close()
+
+
+class _EmptyStack:
+    runs: list = []
+
+
+def _save_stack(stack: _Stack, step: int, runs=None) -> None:
+    """Export the stack's state into its runs at ``step`` and write the checkpoints of ``runs`` (default: all)."""
+    stack.export()
+    for run in stack.runs:
+        run.step = step
+    for run in runs if runs is not None else stack.runs:
+        run.save()
+
+
+def _check_resumable(checkpoint: dict, config: RunConfig, path: Path) -> None:
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} was written by another version of vqlib (checkpoint format "
+                         f"{checkpoint.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
+                         "train into a new --out folder")
+    saved, current = checkpoint["config"], config.to_dict()
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ValueError(f"{path} was written by a run with another config ({diffs}); "
                          "use a new --out folder or the same settings to resume")
-
-
-def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progress: bool = True,
-          callback=None, backward: str = "auto") -> TrainResult:
-    """Train one model; with ``out_dir``, checkpoint there and resume from an existing checkpoint.
-
-    ``callback(step, model)``, if given, runs after every logged interval (for notebooks); an
-    exception it raises (or Ctrl-C) stops the run after a checkpoint has been written.
-    ``backward="auto"`` differentiates the paper's MLP by hand (:class:`vqlib.mlp_step.MLPStep`,
-    the same gradients bit for bit, faster) and anything else with autograd; ``"autograd"``
-    uses autograd for every model.
-    """
-    check_choice("backward", backward, BACKWARDS)
-    device = resolve_device(config.device)
-    set_seed(config.seed)
-    dataset = (dataset or load_dataset(config.dataset, config.data_dir)).to(device)  # a given dataset replaces config.dataset
-    model = Autoencoder.from_config(config, dataset.input_shape).to(device)
-    optimizer = make_optimizer(model, config.lr, device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
-    data_variance = float(dataset.x_train.var()) if config.reconstruction == "nmse" else None
-
-    step, history = 0, []
-    checkpoint_path = Path(out_dir) / CHECKPOINT if out_dir is not None else None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        _check_resumable(checkpoint["config"], config, checkpoint_path)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        _set_rng_state(generator, checkpoint["rng"])
-        step, history = checkpoint["step"], checkpoint["history"]
-        divergence = first_divergence(history)
-        if divergence is not None:  # this run already diverged: say so again, do not go on
-            first, row = divergence
-            raise _diverged(config, row["loss"], first, row["step"], out_dir)
-    resumed_from = step
-    adam = AdamStep(optimizer)  # after loading: it keeps the state tensors it finds
-    mlp_step = (MLPStep(model, config.reconstruction, config.latent_weight, data_variance)
-                if backward == "auto" and MLPStep.supports(model) else None)
-
-    def save_checkpoint():
-        if checkpoint_path is None:
-            return
-        atomic_torch_save(checkpoint_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": config.to_dict(),
-            "input_shape": dataset.input_shape, "step": step, "rng": _rng_state(generator), "history": history,
-        })
-        atomic_write_json(Path(out_dir) / "history.json", history)
-
-    num_codes = model.bottleneck.num_codes
-    x_train, n = dataset.x_train, len(dataset.x_train)
-    sums = torch.zeros(3, device=device)  # running loss, reconstruction, latent over the interval
-    counts = torch.zeros(num_codes or 1, dtype=torch.long, device=device)  # code usage over the interval
-    interval_start = step
-    model.train()
-    start = time.perf_counter()
-    bar = tqdm(total=config.num_iterations, initial=step, disable=not progress, desc=f"{config.bottleneck}",
-               unit="step", mininterval=1.0, dynamic_ncols=True)
-    consistent = True  # False while a step is half done: a checkpoint then would not resume exactly
-    try:
-        while step < config.num_iterations:
-            consistent = False
-            idx = torch.randint(n, (config.batch_size,), device=device, generator=generator)
-            x = x_train[idx]
-            adam.zero_grad()
-            if mlp_step is not None:
-                loss, recon, aux = mlp_step.step(x)
-            else:
-                logits, _, aux = model(x)
-                recon = reconstruction_loss(logits, x, config.reconstruction, data_variance)
-                loss = recon + config.latent_weight * aux["loss"]
-                loss.backward()
-            adam.step()
-            step += 1
-            consistent = True
-            sums += torch.stack([loss.detach(), recon.detach(), aux["loss"].detach()])
-            if num_codes:
-                counts += torch.bincount(aux["indices"], minlength=num_codes)
-            if step % config.log_every == 0 or step == config.num_iterations:
-                history.append(_history_row(step, sums / (step - interval_start), counts if num_codes else None))
-                sums.zero_(), counts.zero_()
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4g}", refresh=False)
-                if not math.isfinite(history[-1]["loss"]):
-                    raise _diverged(config, history[-1]["loss"], interval_start, step, out_dir)
-                interval_start = step
-                if callback is not None:
-                    callback(step, model)
-            if step % config.checkpoint_every == 0:
-                save_checkpoint()
-    except BaseException:
-        if consistent:
-            save_checkpoint()  # keep what was computed; a rerun resumes from here
-        raise
-    finally:
-        bar.close()
-    save_checkpoint()
-    model.eval()
-    return TrainResult(model, config, dataset, device, history, time.perf_counter() - start, resumed_from)
 
 
 def first_divergence(history: list) -> tuple[int, dict] | None:
@@ -200,20 +388,21 @@ def _diverged(config: RunConfig, loss: float, first: int, step: int, out_dir) ->
                             f"training stopped at step {step}{where}{hint}", step)
 
 
-def _history_row(step: int, means: torch.Tensor, counts: torch.Tensor | None) -> dict:
-    from .bottlenecks import perplexity_from_counts
-
-    loss, recon, latent = means.tolist()
-    row = {"step": step, "loss": loss, "reconstruction": recon, "latent": latent, "perplexity": None,
-           "codes_used": None}
-    if counts is not None:
-        row["perplexity"] = float(perplexity_from_counts(counts))
-        row["codes_used"] = int((counts > 0).sum())
-    return row
+def _history_rows(step: int, means: torch.Tensor, counts: torch.Tensor | None) -> list[dict]:
+    """One history row per run from the interval means (R, 3) and code counts (R, K): one host sync."""
+    values = means.tolist()
+    perplexity = perplexity_from_counts(counts).tolist() if counts is not None else None
+    used = (counts > 0).sum(-1).tolist() if counts is not None else None
+    rows = []
+    for r, (loss, recon, latent) in enumerate(values):
+        rows.append({"step": step, "loss": loss, "reconstruction": recon, "latent": latent,
+                     "perplexity": perplexity[r] if counts is not None else None,
+                     "codes_used": int(used[r]) if counts is not None else None})
+    return rows
 
 
 def load_checkpoint(run_dir, device="cpu"):
-    """Rebuild (model, config) from a run folder's checkpoint."""
+    """Rebuild (model, config, checkpoint) from a run folder's checkpoint."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: train first with `python -m vqlib train --out {run_dir}`")

@@ -38,6 +38,14 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def available_cpus() -> int:
+    """The cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)
@@ -117,7 +125,8 @@ def library_versions() -> dict:
 def provenance(device=None) -> dict:
     """What produced a result: commit, library versions, machine and device."""
     info = {"git_commit": git_commit(), "versions": library_versions(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP default (spinning)")}
     if device is not None:
         device = torch.device(device)
         info["device"] = str(device)

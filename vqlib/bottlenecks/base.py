@@ -58,45 +58,30 @@ def squared_distances(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     The value is |z|^2 - 2 z.mu + |mu|^2 evaluated in float64 and rounded once: in float32 that
     form cancels catastrophically when codes lie far from the origin and the posterior is sharp
     (tiny sigma), while in float64 its error, about 1e-16 (|z|^2 + |mu|^2), stays below float32's
-    resolution of the distance itself. It needs no (b, K, d) array of differences, which made the
-    distances the slowest part of a soft VQ-VAE training step. The gradients use the same form:
-    d/dz_i = 2 sum_k g_ik (z_i - mu_k), d/dmu_k = 2 sum_i g_ik (mu_k - z_i).
+    resolution of the distance itself. It needs no (b, K, d) array of differences. Autograd
+    differentiates it like any other op (in float64, then rounded once to z's dtype).
     """
-    return _SquaredDistances.apply(z, codebook)
-
-
-def _squared_distances_value(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     if z.device.type == "mps":  # no float64 on MPS: the differences, exact in float32
         return (z.unsqueeze(-2) - codebook).pow(2).sum(-1)
     z64, codebook64 = z.double(), codebook.double()
-    distances = torch.addmm((codebook64 * codebook64).sum(-1), z64, codebook64.t(), alpha=-2)  # (b, K)
-    return distances.add_((z64 * z64).sum(-1, keepdim=True)).clamp_min_(0).to(z.dtype)
+    distances = (z64 * z64).sum(-1, keepdim=True) - 2 * z64 @ codebook64.transpose(-1, -2) + (codebook64 * codebook64).sum(-1)
+    return distances.clamp_min(0).to(z.dtype)  # (b, K)
 
 
-class _SquaredDistances(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z, codebook):
-        ctx.save_for_backward(z, codebook)
-        return _squared_distances_value(z, codebook)
+def code_counts(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
+    """How often each of the ``num_codes`` codewords occurs in ``indices`` (b,) -> (K,) int64.
 
-    @staticmethod
-    def backward(ctx, grad):  # grad (b, K)
-        z, codebook = ctx.saved_tensors
-        return _squared_distances_backward(grad, z, codebook, *ctx.needs_input_grad)
-
-
-def _squared_distances_backward(grad, z, codebook, z_grad: bool = True, codebook_grad: bool = True):
-    """Gradients of sum_ik grad_ik ||z_i - mu_k||^2: 2 (z_i sum_k g_ik - g mu), 2 (mu_k sum_i g_ik - g^T z)."""
-    grad_z = 2 * (z * grad.sum(-1, keepdim=True) - grad @ codebook) if z_grad else None  # (b, d)
-    grad_codebook = 2 * (codebook * grad.sum(0).unsqueeze(-1) - grad.t() @ z) if codebook_grad else None  # (K, d)
-    return grad_z, grad_codebook
+    A sum of one-hot rows rather than ``bincount``, so that it also runs under ``torch.func.vmap``
+    (many runs trained at once, see :mod:`vqlib.training`).
+    """
+    return torch.nn.functional.one_hot(indices, num_codes).sum(-2)
 
 
 def perplexity_from_counts(counts: torch.Tensor) -> torch.Tensor:
-    """exp(entropy) of the code-usage distribution given by ``counts`` (K,)."""
+    """exp(entropy) of the code-usage distribution given by ``counts`` (..., K) -> (...)."""
     counts = counts.to(torch.float32 if counts.device.type == "mps" else torch.float64)  # MPS has no float64
-    p = counts / counts.sum().clamp_min(1)
-    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum()
+    p = counts / counts.sum(-1, keepdim=True).clamp_min(1)
+    entropy = -(p * torch.log(p.clamp_min(1e-300))).sum(-1)
     return torch.exp(entropy)
 
 
@@ -113,7 +98,7 @@ class CodebookUsage:
         self.counts = torch.zeros(check_positive_int("num_codes", num_codes), dtype=torch.long)
 
     def update(self, indices: torch.Tensor) -> None:
-        self.counts += torch.bincount(indices.reshape(-1).cpu(), minlength=len(self.counts))
+        self.counts += code_counts(indices.reshape(-1).cpu(), len(self.counts))
 
     @property
     def perplexity(self) -> float:
@@ -125,7 +110,18 @@ class CodebookUsage:
 
 
 class Bottleneck(nn.Module):
-    """Base class: stores ``code_dim``, checks inputs, declares the width of the extra head."""
+    """Base class: stores ``code_dim``, checks inputs, declares the width of the extra head.
+
+    Randomness: a bottleneck that is random in training (the VAE's reparameterisation, information
+    dropout's noise, the soft VQ-VAE's noisy code, EM's sampled codes) draws everything one forward
+    pass needs in :meth:`sample_noise`, and ``forward(z_e, extra, noise)`` uses the ``noise`` it is
+    given, or draws it from torch's global generator when none is given. The training loop gives it,
+    drawn from each run's own generator, so that a run's result does not depend on which other runs
+    are trained beside it (:func:`vqlib.training.train_many`).
+
+    Scalar hyper-parameters that runs trained together may differ in (``beta``, ``noise_std``) are
+    registered as buffers (:meth:`register_scalar`), so a stack of runs carries one value per run.
+    """
 
     extra_dim: int = 0  # width of the second encoder head this bottleneck reads (0: none)
     num_codes: int | None = None  # quantizers only
@@ -133,6 +129,21 @@ class Bottleneck(nn.Module):
     def __init__(self, code_dim: int):
         super().__init__()
         self.code_dim = check_positive_int("code_dim", code_dim)
+
+    def register_scalar(self, name: str, value: float) -> None:
+        """A scalar hyper-parameter as a non-persistent buffer (not in checkpoints: the config holds it)."""
+        self.register_buffer(name, torch.tensor(float(value)), persistent=False)
+
+    def sample_noise(self, batch_size: int, generator: torch.Generator | None = None,
+                     device=None) -> torch.Tensor | None:
+        """The random numbers of one training forward pass over ``batch_size`` inputs (None: none needed)."""
+        return None
+
+    def training_noise(self, z_e: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor | None:
+        """``noise`` in training (drawn from the global generator when None); None in evaluation."""
+        if not self.training:
+            return None
+        return noise if noise is not None else self.sample_noise(z_e.shape[0], device=z_e.device)
 
     def check_input(self, z_e: torch.Tensor, extra: torch.Tensor | None) -> None:
         if z_e.dim() != 2 or z_e.shape[-1] != self.code_dim:
@@ -149,3 +160,8 @@ class Bottleneck(nn.Module):
 
     def zero_loss(self, z_e: torch.Tensor) -> torch.Tensor:
         return z_e.new_zeros(())
+
+
+def standard_normal(batch_size: int, code_dim: int, generator, device) -> torch.Tensor:
+    """eps ~ N(0, I) of shape (batch_size, code_dim), from ``generator`` (the global one when None)."""
+    return torch.randn(batch_size, code_dim, generator=generator, device=device)

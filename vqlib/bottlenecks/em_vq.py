@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from .base import Bottleneck, check_choice, check_non_negative, check_positive_int, squared_distances, uniform_unit_scaling_
+from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, squared_distances,
+                   uniform_unit_scaling_)
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 
@@ -12,7 +14,8 @@ class EMVectorQuantizer(Bottleneck):
     """``em_vq``: soft-EM codebook learning.
 
     E-step: responsibilities p(k | z_e) = softmax_k(-||mu^(k) - z_e||^2) (eq. 28). During training
-    ``num_samples`` codes are drawn from them and the decoder input is z_e + sg(mean of the drawn
+    ``num_samples`` codes are drawn from them (Gumbel-max: argmax_k log p(k | z_e) + g_k with
+    standard Gumbel noise g, one draw per sample) and the decoder input is z_e + sg(mean of the drawn
     codewords - z_e); in evaluation the most probable codeword is used.
     M-step: the codebook is not learned by gradients but by exponential moving averages of the
     responsibility-weighted counts and sums (decay ``decay``, Laplace-smoothed counts).
@@ -23,7 +26,7 @@ class EMVectorQuantizer(Bottleneck):
                  decay: float = 0.99, reduction: str = "sum"):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
-        self.beta = check_non_negative("beta", beta)  # commitment weight
+        self.register_scalar("beta", check_non_negative("beta", beta))  # commitment weight
         self.num_samples = check_positive_int("num_samples", num_samples)  # Monte Carlo samples per input
         if not 0 <= decay < 1:
             raise ValueError(f"decay={decay!r} is not allowed: decay must be in [0, 1)")
@@ -34,17 +37,25 @@ class EMVectorQuantizer(Bottleneck):
         self.register_buffer("ema_count", torch.ones(num_codes))  # (K,)
         self.register_buffer("ema_sum", codebook.clone())  # (K, d)
 
-    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
-        """z_e (b, d) -> z_q (b, d), aux {"loss", "commitment", "indices", "perplexity", "responsibilities"}."""
+    def sample_noise(self, batch_size, generator=None, device=None):
+        u = torch.rand(batch_size, self.num_samples, self.num_codes, generator=generator, device=device)
+        return -torch.log(-torch.log(u))  # standard Gumbel noise (b, m, K)
+
+    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """z_e (b, d), noise (b, m, K) Gumbel -> z_q (b, d), aux {"loss", "commitment", "indices", "perplexity",
+        "responsibilities"}."""
         self.check_input(z_e, extra)
         z = z_e.detach()
-        responsibilities = torch.softmax(-squared_distances(z, self.codebook), dim=-1)  # (b, K), eq. 28
-        if self.training:
-            samples = torch.multinomial(responsibilities, self.num_samples, replacement=True)  # (b, m)
-            z_q = self.codebook[samples].mean(1)  # (b, d)
+        log_responsibilities = torch.log_softmax(-squared_distances(z, self.codebook), dim=-1)  # (b, K), eq. 28
+        responsibilities = log_responsibilities.exp()
+        gumbel = self.training_noise(z_e, noise)
+        if gumbel is not None:
+            samples = (log_responsibilities.unsqueeze(-2) + gumbel).argmax(-1)  # (b, m) draws from p(k | z_e)
+            frequencies = F.one_hot(samples, self.num_codes).to(z.dtype).mean(-2)  # (b, K)
+            z_q = frequencies @ self.codebook  # (b, d), the mean of the drawn codewords
             self._m_step(z, responsibilities)
         else:
-            z_q = self.codebook[responsibilities.argmax(-1)]
+            z_q = F.embedding(responsibilities.argmax(-1), self.codebook)
         _, commitment_term = latent_terms(z_e, z_q, self.reduction)
         indices = responsibilities.argmax(-1)
         return z_e + (z_q - z_e).detach(), {

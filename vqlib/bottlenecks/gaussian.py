@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Bottleneck, check_non_negative
+from .base import Bottleneck, check_non_negative, standard_normal
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -24,12 +24,16 @@ class VAE(Bottleneck):
     def __init__(self, code_dim: int, beta: float = 1.0):
         super().__init__(code_dim)
         self.extra_dim = code_dim
-        self.beta = check_non_negative("beta", beta)  # KL weight (beta-VAE)
+        self.register_scalar("beta", check_non_negative("beta", beta))  # KL weight (beta-VAE)
 
-    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
-        """z_e (b, d) mean, extra (b, d) log-variance -> z_q (b, d), aux {"loss", "kl"}."""
+    def sample_noise(self, batch_size, generator=None, device=None):
+        return standard_normal(batch_size, self.code_dim, generator, device)  # eps (b, d)
+
+    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """z_e (b, d) mean, extra (b, d) log-variance, noise (b, d) eps -> z_q (b, d), aux {"loss", "kl"}."""
         self.check_input(z_e, extra)
         log_var = extra
-        z_q = z_e + torch.exp(0.5 * log_var) * torch.randn_like(z_e) if self.training else z_e
+        eps = self.training_noise(z_e, noise)
+        z_q = z_e + torch.exp(0.5 * log_var) * eps if eps is not None else z_e
         kl = gaussian_kl(z_e, log_var).mean()
         return z_q, {"loss": self.beta * kl, "kl": kl}

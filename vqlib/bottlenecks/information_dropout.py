@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Bottleneck, check_non_negative
+from .base import Bottleneck, check_non_negative, standard_normal
 
 
 def information_dropout_alpha(alpha_logits: torch.Tensor, max_alpha: float) -> torch.Tensor:
@@ -35,14 +35,18 @@ class InformationDropout(Bottleneck):
     def __init__(self, code_dim: int, beta: float = 1.0, max_alpha: float = 0.7):
         super().__init__(code_dim)
         self.extra_dim = code_dim
-        self.beta = check_non_negative("beta", beta)  # KL weight
+        self.register_scalar("beta", check_non_negative("beta", beta))  # KL weight
         self.max_alpha = check_non_negative("max_alpha", max_alpha)  # Achille & Soatto use 0.7
 
-    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
-        """z_e (b, d), extra (b, d) alpha logits -> z_q (b, d), aux {"loss", "kl", "alpha"}."""
+    def sample_noise(self, batch_size, generator=None, device=None):
+        return standard_normal(batch_size, self.code_dim, generator, device)  # eps (b, d)
+
+    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """z_e (b, d), extra (b, d) alpha logits, noise (b, d) eps -> z_q (b, d), aux {"loss", "kl", "alpha"}."""
         self.check_input(z_e, extra)
         alpha = information_dropout_alpha(extra, self.max_alpha)
         activation = F.relu(z_e)
-        z_q = activation * torch.exp(alpha * torch.randn_like(z_e)) if self.training else activation
+        eps = self.training_noise(z_e, noise)
+        z_q = activation * torch.exp(alpha * eps) if eps is not None else activation
         kl = information_dropout_kl(alpha, self.max_alpha).mean()
         return z_q, {"loss": self.beta * kl, "kl": kl, "alpha": alpha.detach().mean()}

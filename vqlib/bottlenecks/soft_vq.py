@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .base import (Bottleneck, _squared_distances_backward, _squared_distances_value, check_choice,
-                   check_non_negative, check_positive_int, squared_distances, uniform_unit_scaling_)
+from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, squared_distances,
+                   standard_normal, uniform_unit_scaling_)
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 SIGMA_SOURCES = ("codeword", "encoder")  # one learned sigma per codeword / a per-input encoder head of width K
@@ -59,66 +59,6 @@ def published_responsibilities(z: torch.Tensor, codebook: torch.Tensor, log_sigm
     return weights / weights.sum(-1, keepdim=True)
 
 
-class _SoftVQEstimator(torch.autograd.Function):
-    """Eq. 4-7 and the two latent terms of eq. 27 in one autograd node, differentiated by hand.
-
-    Forward, as :class:`SoftVectorQuantizer` computes them with autograd (formula "paper"):
-    L = -||x - mu_k||^2 / (2 sigma_k^2) - d log sigma_k, R = softmax_k(L), z_hat = R mu,
-    term = ||x - z_hat||^2 (summed over d and averaged over the batch, or averaged over all),
-    z_q = x + (z_hat - x) (straight-through) or z_hat (soft).
-    Outputs (z_q, codebook_term, commitment_term, R); the codebook term reaches z_hat only, the
-    commitment term x only (the stop-gradients of eq. 27). Backward, with e = x - z_hat, s = log sigma,
-    w = exp(-2 s), c = 2 / (number of averaged elements):
-      dz_hat = [dz_q if soft] - c dcodebook e;  dx = [dz_q if straight-through] + c dcommitment e
-      dR = dz_hat mu^T;  dmu = R^T dz_hat;  dL = R (dR - sum_k R dR)            (softmax)
-      dD = -w dL / 2;  ds = dL (D w - d);  dx += 2 (x sum_k dD - dD mu);  dmu += 2 (mu sum_i dD - dD^T x)
-    A dozen small kernels replace about sixty autograd ops and nodes; tested against autograd and
-    against finite differences.
-    """
-
-    @staticmethod
-    def forward(ctx, x, codebook, log_sigma, mean_reduction: bool, straight_through: bool):
-        d = x.shape[-1]
-        distances = _squared_distances_value(x, codebook)  # (b, K)
-        w = torch.exp(-2 * log_sigma)
-        responsibilities = torch.log_softmax(-0.5 * distances * w - d * log_sigma, dim=-1).exp()  # (b, K), eq. 7
-        z_hat = responsibilities @ codebook  # (b, d), eq. 6
-        error = x - z_hat
-        squared = error * error
-        term = squared.mean() if mean_reduction else squared.sum(-1).mean()
-        z_q = x - error if straight_through else z_hat  # x + (z_hat - x), as the autograd path computes it
-        ctx.save_for_backward(x, codebook, log_sigma, distances, w, responsibilities, error)
-        ctx.mean_reduction, ctx.straight_through = mean_reduction, straight_through
-        ctx.mark_non_differentiable(responsibilities)
-        ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None: its path is skipped
-        return z_q, term, term.clone(), responsibilities
-
-    @staticmethod
-    def backward(ctx, grad_z_q, grad_codebook_term, grad_commitment_term, _):
-        x, codebook, log_sigma, distances, w, responsibilities, error = ctx.saved_tensors
-        b, d = x.shape
-        c = 2.0 / (b * d if ctx.mean_reduction else b)
-        grad_x = grad_z_q.clone() if ctx.straight_through and grad_z_q is not None else torch.zeros_like(x)
-        if grad_commitment_term is not None:
-            grad_x.add_(error * (c * grad_commitment_term))
-        grad_z_hat = None if ctx.straight_through or grad_z_q is None else grad_z_q.clone()
-        if grad_codebook_term is not None:
-            step = error * (c * grad_codebook_term)
-            grad_z_hat = -step if grad_z_hat is None else grad_z_hat.sub_(step)
-        if grad_z_hat is None:  # nothing reached z_hat: no gradient for the codebook or the sigmas, as with autograd
-            return grad_x, None, None, None, None
-        grad_r = grad_z_hat @ codebook.t()  # (b, K)
-        grad_mu = responsibilities.t() @ grad_z_hat  # (K, d)
-        grad_l = responsibilities * (grad_r - (responsibilities * grad_r).sum(-1, keepdim=True))
-        grad_dist = grad_l * w * -0.5
-        grad_log_sigma = grad_l * (distances * w - d)
-        grad_log_sigma = grad_log_sigma.sum_to_size(log_sigma.shape)
-        grad_x_dist, grad_mu_dist = _squared_distances_backward(grad_dist, x, codebook)
-        grad_x.add_(grad_x_dist)
-        grad_mu.add_(grad_mu_dist)
-        return grad_x, grad_mu, grad_log_sigma, None, None
-
-
 class SoftVectorQuantizer(Bottleneck):
     """``soft_vq``: the paper's model.
 
@@ -145,40 +85,39 @@ class SoftVectorQuantizer(Bottleneck):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
         # commitment weight (eq. 27); the paper gives no value, the published code uses 2.5
-        self.beta = check_non_negative("beta", beta)
+        self.register_scalar("beta", check_non_negative("beta", beta))
         if not check_non_negative("init_sigma", init_sigma) > 0:
             raise ValueError(f"init_sigma={init_sigma!r} is not allowed: init_sigma must be > 0")
-        self.noise_std = check_non_negative("noise_std", noise_std)  # std of the white noise on z_e
+        self.register_scalar("noise_std", check_non_negative("noise_std", noise_std))  # std of the white noise on z_e
         self.sigma_source = check_choice("sigma", sigma, SIGMA_SOURCES)
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         self.formula = check_choice("formula", formula, FORMULAS)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.extra_dim = num_codes if sigma == "encoder" else 0
-        self.fused = True  # formula "paper" through _SoftVQEstimator; False: the same maths op by op with autograd
         self.codebook = nn.Parameter(uniform_unit_scaling_(torch.empty(num_codes, code_dim)))  # (K, d)
         # sigma = "codeword": learned log sigma_k, starting at init_sigma (K,)
         self.log_sigma = nn.Parameter(torch.full((num_codes,), math.log(init_sigma))) if sigma == "codeword" else None
 
-    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
-        """z_e (b, d), extra (b, K) log sigma or None -> z_q (b, d), aux.
+    def sample_noise(self, batch_size, generator=None, device=None):
+        return standard_normal(batch_size, self.code_dim, generator, device)  # eps (b, d), scaled by noise_std
+
+    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """z_e (b, d), extra (b, K) log sigma or None, noise (b, d) eps -> z_q (b, d), aux.
 
         aux: "loss", "codebook", "commitment", "indices" (most probable codeword), "perplexity",
         "responsibilities" (b, K), "sigma" (mean sigma, detached).
         """
         self.check_input(z_e, extra)
-        noisy = z_e + self.noise_std * torch.randn_like(z_e) if self.training and self.noise_std > 0 else z_e
+        eps = self.training_noise(z_e, noise)
+        noisy = z_e + self.noise_std * eps if eps is not None else z_e  # z_e' (b, d), "Noisy Latent Codes"
         log_sigma = extra if self.sigma_source == "encoder" else self.log_sigma  # (b, K) or (K,)
-        if self.formula == "paper" and self.fused:
-            z_q, codebook_term, commitment_term, responsibilities = _SoftVQEstimator.apply(
-                noisy, self.codebook, log_sigma, self.reduction == "mean", self.gradient == "straight_through")
+        if self.formula == "paper":
+            responsibilities = log_responsibilities(noisy, self.codebook, log_sigma).exp()  # (b, K), eq. 5 and 7
         else:
-            if self.formula == "paper":
-                responsibilities = log_responsibilities(noisy, self.codebook, log_sigma).exp()  # (b, K)
-            else:
-                responsibilities = published_responsibilities(noisy, self.codebook, log_sigma)
-            z_hat = responsibilities @ self.codebook  # (b, d)
-            codebook_term, commitment_term = latent_terms(noisy, z_hat, self.reduction)
-            z_q = noisy + (z_hat - noisy).detach() if self.gradient == "straight_through" else z_hat
+            responsibilities = published_responsibilities(noisy, self.codebook, log_sigma)
+        z_hat = responsibilities @ self.codebook  # (b, d), eq. 6
+        codebook_term, commitment_term = latent_terms(noisy, z_hat, self.reduction)  # eq. 27
+        z_q = noisy + (z_hat - noisy).detach() if self.gradient == "straight_through" else z_hat
         indices = responsibilities.detach().argmax(-1)
         return z_q, {
             "loss": codebook_term + self.beta * commitment_term,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, perplexity_from_counts,
-                   squared_distances, uniform_unit_scaling_)
+from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, code_counts,
+                   perplexity_from_counts, squared_distances, uniform_unit_scaling_)
 
 REDUCTIONS = ("sum", "mean")
 
@@ -26,7 +27,7 @@ def latent_terms(z_e: torch.Tensor, z_q: torch.Tensor, reduction: str):
 
 
 def batch_perplexity(indices: torch.Tensor, num_codes: int) -> torch.Tensor:
-    return perplexity_from_counts(torch.bincount(indices, minlength=num_codes)).float()
+    return perplexity_from_counts(code_counts(indices, num_codes)).float()
 
 
 class VectorQuantizer(Bottleneck):
@@ -40,15 +41,15 @@ class VectorQuantizer(Bottleneck):
     def __init__(self, num_codes: int, code_dim: int, beta: float = 0.25, reduction: str = "sum"):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
-        self.beta = check_non_negative("beta", beta)  # commitment weight (eq. 27)
+        self.register_scalar("beta", check_non_negative("beta", beta))  # commitment weight (eq. 27)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.codebook = nn.Parameter(uniform_unit_scaling_(torch.empty(num_codes, code_dim)))  # (K, d)
 
-    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None):
+    def forward(self, z_e: torch.Tensor, extra: torch.Tensor | None = None, noise: torch.Tensor | None = None):
         """z_e (b, d) -> z_q (b, d), aux {"loss", "codebook", "commitment", "indices", "perplexity"}."""
         self.check_input(z_e, extra)
         indices = squared_distances(z_e.detach(), self.codebook.detach()).argmin(-1)  # (b,)
-        z_q = self.codebook[indices]  # (b, d)
+        z_q = F.embedding(indices, self.codebook)  # (b, d), the nearest codewords
         codebook_term, commitment_term = latent_terms(z_e, z_q, self.reduction)
         return z_e + (z_q - z_e).detach(), {
             "loss": codebook_term + self.beta * commitment_term,
