@@ -3,6 +3,7 @@
     z_q, aux = bottleneck(z_e, extra)      # every bottleneck, see vqlib.bottlenecks
     model = Autoencoder.from_config(RunConfig(bottleneck="soft_vq"), input_shape=(784,))
     metrics = run_experiment(RunConfig(dataset="mnist5k"), "runs/example")
+    table = sweep({"bottleneck": ["ae", "soft_vq"], "seed": [0, 1, 2]}, "runs")   # many runs at once
 """
 
 import os as _os
@@ -24,8 +25,9 @@ from .datasets import Dataset, DatasetUnavailableError, load_dataset
 from .evaluation import (clustering_accuracy, evaluate_latents, evaluate_model, evaluate_raw, kmeans_scores,
                          summarize)
 from .model import Autoencoder
-from .runs import evaluate_run, run_experiment
-from .training import TrainResult, load_checkpoint, train
+from .runs import evaluate_run, run_experiment, run_many
+from .sweep import expand_grid, group_configs, sweep
+from .training import TrainResult, load_checkpoint, train, train_many
 from .utils import provenance, resolve_device, set_seed
 
 __version__ = "0.1.0"
@@ -35,5 +37,6 @@ __all__ = [
     "EMVectorQuantizer", "Identity", "InformationDropout", "RunConfig", "SoftVectorQuantizer", "TrainResult", "VAE",
     "VectorQuantizer", "clustering_accuracy", "evaluate_latents", "evaluate_model", "evaluate_raw", "evaluate_run",
     "kmeans_scores", "load_checkpoint", "load_dataset", "make_bottleneck", "posterior_mean", "provenance",
-    "resolve_device", "run_experiment", "set_seed", "summarize", "train",
+    "resolve_device", "run_experiment", "run_many", "set_seed", "summarize", "sweep", "expand_grid", "group_configs",
+    "train", "train_many",
 ]

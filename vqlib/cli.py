@@ -1,4 +1,4 @@
-"""Command line: ``python -m vqlib train ...`` and ``python -m vqlib evaluate DIR``.
+"""Command line: ``python -m vqlib train ...``, ``python -m vqlib evaluate DIR`` and ``python -m vqlib sweep``.
 
 Every option of ``train`` is a field of :class:`vqlib.config.RunConfig`, with the same name
 (``--num-iterations`` for ``num_iterations``), help text and default. Bad arguments print one
@@ -62,13 +62,60 @@ def build_parser() -> argparse.ArgumentParser:
                           help="k-means initialisations (default: the value the run was trained with)")
     evaluate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"),
                           help="device for encoding (default: cpu)")
+    sweep = commands.add_parser("sweep", help="train and evaluate a grid of runs, many at once",
+                                description="Expand a grid of RunConfig fields (models x seeds x settings), train "
+                                            "compatible runs together as one stacked model and evaluate them; "
+                                            "writes one run folder per run under --out and a summary table.")
+    sweep.add_argument("--grid", required=True, metavar="JSON",
+                       help='a JSON file, or JSON text: {"bottleneck": ["ae", "soft_vq"], "seed": [0, 1, 2]} or a '
+                            "list of such objects (default: none, required)")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="folder of the run folders (default: none, required)")
+    sweep.add_argument("--summary", metavar="CSV", default=None,
+                       help="where to write the summary table (default: DIR/summary.csv)")
+    sweep.add_argument("--max-runs", type=int, default=32, help="most runs trained together in one stack (default: 32)")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="a dask.distributed scheduler to run the batches on, e.g. tcp://10.0.0.1:8786 "
+                            "(default: none, in this process)")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bars (default: shown)")
     return parser
+
+
+def _sweep(args) -> int:
+    from pathlib import Path
+
+    from .sweep import sweep
+
+    text = args.grid
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text)
+        if not path.is_file():
+            raise ValueError(f"--grid={text!r} is not allowed: give a JSON file that exists, or JSON text")
+        text = path.read_text()
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--grid is not valid JSON: {error}") from None
+    if args.max_runs < 1:
+        raise ValueError(f"max_runs={args.max_runs!r} is not allowed: max_runs must be an integer >= 1")
+    client = None
+    if args.scheduler:
+        from distributed import Client
+
+        client = Client(args.scheduler)
+    summary_path = args.summary or str(Path(args.out) / "summary.csv")
+    table = sweep(grid, args.out, client=client, max_runs=args.max_runs, progress=not args.no_progress,
+                  summary_path=summary_path)
+    print(table.to_string(index=False, max_colwidth=40))
+    print(f"summary: {summary_path}")
+    return 1 if table["diverged_at"].notna().any() else 0
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "train":
             from .runs import run_experiment
 

@@ -88,7 +88,8 @@ def run_many(configs, out_dirs, dataset=None, progress: bool = True, reuse: bool
     scores = evaluate_latents_many(jobs, n_jobs=n_jobs)
     eval_time = (time.perf_counter() - start) / max(len(jobs), 1)
     for (i, result, codebook), score in zip(scored, scores):
-        results[i] = _save_metrics(out_dirs[i], configs[i], {**score, **codebook}, device,
+        final = {"reconstruction": result.history[-1]["reconstruction"], "resumed_from": result.resumed_from}
+        results[i] = _save_metrics(out_dirs[i], configs[i], {**score, **codebook, **final}, device,
                                    iterations=configs[i].num_iterations, wall_time=result.wall_time,
                                    train_steps_timed=configs[i].num_iterations - result.resumed_from,
                                    eval_time=eval_time, runs_together=result.runs_together)
