@@ -36,7 +36,7 @@ def test_train_help_documents_every_option_with_its_default():
     (["train", "--out", "x", "--num-iterations", "ten"], "--num-iterations: invalid int value: 'ten'"),
     (["train", "--out", "x", "--lr", "2"], "lr=2.0 is not allowed"),
     (["train", "--bottleneck", "vq"], "the following arguments are required: --out"),
-    (["evaluate", "/nonexistent/run"], "no checkpoint at /nonexistent/run/checkpoint.pt"),
+    (["evaluate", "/nonexistent/run"], "/nonexistent/run does not exist: train first"),
     (["fly"], "invalid choice: 'fly'"),
 ])
 def test_bad_arguments_give_one_line_and_status_2(capsys, args, expected):

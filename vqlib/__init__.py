@@ -25,6 +25,7 @@ from .datasets import Dataset, DatasetUnavailableError, load_dataset
 from .evaluation import (clustering_accuracy, evaluate_latents, evaluate_model, evaluate_raw, kmeans_scores,
                          summarize)
 from .model import Autoencoder
+from .run_folder import Run, RunFolderError
 from .runs import evaluate_run, run_experiment, run_many
 from .sweep import expand_grid, group_configs, sweep
 from .training import TrainResult, load_checkpoint, train, train_many
@@ -37,6 +38,6 @@ __all__ = [
     "EMVectorQuantizer", "Identity", "InformationDropout", "RunConfig", "SoftVectorQuantizer", "TrainResult", "VAE",
     "VectorQuantizer", "clustering_accuracy", "evaluate_latents", "evaluate_model", "evaluate_raw", "evaluate_run",
     "kmeans_scores", "load_checkpoint", "load_dataset", "make_bottleneck", "posterior_mean", "provenance",
-    "resolve_device", "run_experiment", "run_many", "set_seed", "summarize", "sweep", "expand_grid", "group_configs",
+    "resolve_device", "Run", "RunFolderError", "run_experiment", "run_many", "set_seed", "summarize", "sweep", "expand_grid", "group_configs",
     "train", "train_many",
 ]

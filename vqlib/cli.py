@@ -16,6 +16,7 @@ from dataclasses import MISSING, fields
 
 from .config import RunConfig
 from .datasets import DatasetUnavailableError
+from .run_folder import RunFolderError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
             if args.n_init is not None and args.n_init < 1:
                 raise ValueError(f"n_init={args.n_init!r} is not allowed: n_init must be an integer >= 1")
             metrics = evaluate_run(args.run_dir, n_init=args.n_init, device=args.device)
-    except (ValueError, FileNotFoundError, DatasetUnavailableError) as error:
+    except (ValueError, OSError, DatasetUnavailableError, RunFolderError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"vqlib {args.command}: error: {message}", file=sys.stderr)
         return 2

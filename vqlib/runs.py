@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import RunConfig
 from .evaluation import METRICS, encode_dataset, evaluate_latents_many
+from .run_folder import check_format, lock, lock_all, prepare, read_json
 from .training import RESUMABLE_CHANGES, first_divergence, load_checkpoint, train_many
 from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
@@ -47,8 +48,9 @@ def finished_metrics(config: RunConfig, out_dir) -> dict | None:
     """The metrics of a finished run of ``config`` in ``out_dir``, or None."""
     path = Path(out_dir) / "metrics.json"
     if path.exists():
-        metrics = json.loads(path.read_text())
-        if metrics.get("config") == config.to_dict():
+        check_format(out_dir)
+        metrics = read_json(path)
+        if isinstance(metrics, dict) and metrics.get("config") == config.to_dict():
             return metrics
     return None
 
@@ -61,6 +63,13 @@ def run_many(configs, out_dirs, dataset=None, progress: bool = True, reuse: bool
     processes scoring the runs (None: every core). Returns one metrics dict per config, in order.
     """
     configs, out_dirs = list(configs), [Path(d) for d in out_dirs]
+    for out_dir in out_dirs:
+        prepare(out_dir)  # refuses a folder of another format, or one that is not a run folder
+    with lock_all(out_dirs):  # one writer per run folder
+        return _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs)
+
+
+def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]:
     results = [finished_metrics(c, d) if reuse else None for c, d in zip(configs, out_dirs)]
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
@@ -104,9 +113,17 @@ def _scoring_job(latents: dict, config: RunConfig) -> dict:
 
 def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", dataset=None) -> dict:
     """Re-evaluate a run folder from its checkpoint (optionally with another ``n_init``)."""
+    device = resolve_device(device)
+    if not Path(out_dir).is_dir():
+        raise FileNotFoundError(f"{out_dir} does not exist: train first with `python -m vqlib train --out {out_dir}`")
+    check_format(out_dir)
+    with lock(out_dir):
+        return _evaluate_run(out_dir, n_init, device, dataset)
+
+
+def _evaluate_run(out_dir, n_init, device, dataset) -> dict:
     from .datasets import load_dataset
 
-    device = resolve_device(device)
     model, config, checkpoint = load_checkpoint(out_dir, device)
     divergence = first_divergence(checkpoint["history"])
     if divergence is not None:

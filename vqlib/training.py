@@ -51,6 +51,7 @@ from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .losses import reconstruction_loss
 from .model import Autoencoder
+from .run_folder import lock_all, prepare, read_checkpoint
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -124,6 +125,14 @@ def train_many(configs, out_dirs=None, dataset: Dataset | None = None, progress:
         raise ValueError(f"out_dirs has {len(out_dirs)} entries for {len(configs)} configs: give one per config")
     _check_batchable(configs)
     device = resolve_device(configs[0].device)
+    for out_dir in out_dirs:
+        if out_dir is not None:
+            prepare(out_dir)  # refuses a folder of another format, or one that is not a run folder
+    with lock_all(out_dirs):  # one writer per run folder
+        return _train_runs(configs, out_dirs, dataset, device, progress, callback)
+
+
+def _train_runs(configs, out_dirs, dataset, device, progress, callback) -> list[TrainResult]:
     dataset = (dataset or load_dataset(configs[0].dataset, configs[0].data_dir)).to(device)  # replaces config.dataset
     runs = [_Run.start(config, out_dir, dataset, device) for config, out_dir in zip(configs, out_dirs)]
     pending = [run for run in runs if run.diverged is None and run.step < run.config.num_iterations]
@@ -164,7 +173,7 @@ class _Run:
         run.model_state = model.state_dict()
         path = run.checkpoint_path
         if path is not None and path.exists():
-            checkpoint = torch.load(path, map_location=device, weights_only=False)
+            checkpoint = read_checkpoint(path, device)
             _check_resumable(checkpoint, config, path)
             run.model_state, run.optimizer_state = checkpoint["model"], checkpoint["optimizer"]
             run.generator.set_state(checkpoint["rng"]["generator"].cpu())  # a CPU byte tensor on every device
@@ -406,7 +415,7 @@ def load_checkpoint(run_dir, device="cpu"):
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: train first with `python -m vqlib train --out {run_dir}`")
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = read_checkpoint(path, device)
     config = RunConfig.from_dict(checkpoint["config"])
     model = Autoencoder.from_config(config, checkpoint["input_shape"]).to(device)
     model.load_state_dict(checkpoint["model"])

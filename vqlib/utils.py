@@ -47,20 +47,39 @@ def available_cpus() -> int:
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    A failed write (a full disk, say) leaves the previous file as it was and raises an OSError
+    whose message names the file and says so.
+    """
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def _atomic_write(path, write) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from error
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from error
         raise
+
+
+def _write_error(path: Path, error: OSError) -> OSError:
+    reason = error.strerror or str(error)
+    return type(error)(error.errno, f"could not write {path}: {reason}; the previous {path.name}, if there was "
+                                    "one, is unchanged")
 
 
 def atomic_write_json(path, obj) -> None:
@@ -68,17 +87,8 @@ def atomic_write_json(path, obj) -> None:
 
 
 def atomic_torch_save(path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` with :func:`atomic_write_bytes`'s guarantees."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_savez(path, **arrays) -> None:
