@@ -261,3 +261,14 @@ def test_configs_that_cannot_share_a_stack_are_refused(digits):
         train_many([config, config.replace(code_dim=8)], dataset=digits, progress=False)
     with pytest.raises(ValueError, match="configs is empty"):
         train_many([], dataset=digits)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae"])
+def test_runs_train_together_on_cuda(digits, bottleneck):
+    config = RunConfig(bottleneck=bottleneck, num_iterations=60, device="cuda", **{**SMALL, "log_every": 20})
+    together = train_many([config, config.replace(seed=1, beta=0.5)], dataset=digits, progress=False)
+    alone = train(config, dataset=digits, progress=False)
+    assert together[0].device.type == "cuda" and together[0].diverged is None
+    assert [r["loss"] for r in together[0].history] == pytest.approx([r["loss"] for r in alone.history], rel=1e-3)

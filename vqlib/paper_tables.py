@@ -1,6 +1,6 @@
 """The paper's published downstream-task numbers (Wu & Flierl, AAAI 2020, Tables 1 and 2) as data.
 
-The values are copied exactly from ``/work/shared/papers/README.md`` (which quotes the paper) and
+The values are copied exactly from ``../shared/papers/README.md`` (beside the repository) (which quotes the paper) and
 ``tests/test_paper_tables.py`` checks them against that text. They are *reference* numbers for the
 book's tables, always shown in a column labelled "paper", never mixed with measured results.
 
