@@ -663,8 +663,8 @@ def test_em_vq_responsibilities_and_eval_output():
 
 
 def test_em_vq_training_step_moves_codebook_to_weighted_mean():
-    """decay = 0: the M-step sets mu_k = sum_i r_ik z_i / sum_i r_ik (Laplace smoothing aside)."""
-    em = _em(decay=0.0).train()
+    """decay -> 0: the M-step sets mu_k = sum_i r_ik z_i / sum_i r_ik (Laplace smoothing aside)."""
+    em = _em(decay=1e-9, em_update="expected").train()
     z_e = torch.randn(200, 3, generator=torch.Generator().manual_seed(22))
     resp = _softmax_neg_dist(z_e, em.codebook)  # E-step with the codebook before the update
     em(z_e)
@@ -675,7 +675,7 @@ def test_em_vq_training_step_moves_codebook_to_weighted_mean():
 def test_em_vq_ema_update_with_decay():
     """decay = 0.9, initial state count = 1, sum = mu: one step gives
     mu_k = (0.9 mu_k + 0.1 sum_i r_ik z_i) / (0.9 + 0.1 sum_i r_ik)."""
-    em = _em(decay=0.9).train()
+    em = _em(decay=0.9, em_update="expected").train()
     z_e = torch.randn(100, 3, generator=torch.Generator().manual_seed(23))
     mu0 = _f64(em.codebook)
     resp = _softmax_neg_dist(z_e, mu0)

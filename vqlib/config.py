@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
-from .bottlenecks import BOTTLENECKS
+from .bottlenecks import BOTTLENECKS, EM_UPDATES
 from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
 
@@ -45,6 +45,11 @@ class RunConfig:
                                "or one learned sigma per codeword", SIGMA_SOURCES)
     gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
     formula: str = _f("paper", "soft_vq: eq. 5-7 in log space, or the published notebook's formula", FORMULAS)
+    em_update: str = _f("sampled", "em_vq: M-step statistics, the sampled codes (Roy et al., tensor2tensor) or the exact "
+                                   "responsibilities", EM_UPDATES)
+    num_samples: int = _f(10, "em_vq: codes drawn per input from its responsibilities (m)")
+    decay: float = _f(0.999, "em_vq: decay of the codebook's moving averages, in (0, 1) (Roy et al.: 0.999)")
+    temperature: float = _f(1.0, "em_vq: tau in the responsibilities softmax(-||z_e - mu||^2 / tau) (paper: 1)")
     reduction: str = _f("sum", "vq family: latent terms summed over d (eq. 27) or averaged over elements "
                                "(published code)", REDUCTIONS)
     # training
@@ -74,7 +79,7 @@ class RunConfig:
             widths = []
         if not widths or min(widths) < 1:
             raise ValueError(f"mlp_hidden={self.mlp_hidden!r} is not allowed: give layer widths like '500-500-2000'")
-        for name in ("code_dim", "num_codes", "num_iterations", "batch_size", "log_every", "checkpoint_every",
+        for name in ("code_dim", "num_codes", "num_samples", "num_iterations", "batch_size", "log_every", "checkpoint_every",
                      "n_init", "classifier_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -87,6 +92,13 @@ class RunConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be a finite number >= 0")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
+            raise ValueError(f"decay={self.decay!r} is not allowed: decay must be a number in (0, 1)")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
+                math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature={self.temperature!r} is not allowed: temperature must be a finite number > 0")
+        if self.bottleneck == "em_vq" and self.num_codes < 2:
+            raise ValueError(f"num_codes={self.num_codes!r} is not allowed for em_vq: K must be >= 2")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < 1):
             raise ValueError(f"lr={self.lr!r} is not allowed: lr must be a number in (0, 1)")
 

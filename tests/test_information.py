@@ -1,0 +1,110 @@
+"""Information measures against hand computations, and EM's sampling and parameters."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vqlib import RunConfig
+from vqlib.bottlenecks import EMVectorQuantizer
+from vqlib.information import (code_distribution, conditional_entropy, entropy, hard_responsibilities,
+                               information_terms, mutual_information)
+
+
+def test_a_two_input_example_by_hand():
+    rows = np.array([[1.0, 0.0], [0.5, 0.5]])
+    h_z = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    h_z_given_i = 0.5 * math.log(2)
+    terms = information_terms(rows)
+    assert terms["H(Z)"] == pytest.approx(h_z) and terms["H(Z|I)"] == pytest.approx(h_z_given_i)
+    assert terms["I(I;Z)"] == pytest.approx(h_z - h_z_given_i)
+    assert terms["KL(p(Z|I)||r)"] == pytest.approx(math.log(2) - h_z_given_i)
+    assert terms["KL(p(Z)||r)"] == pytest.approx(math.log(2) - h_z)
+    assert terms["perplexity"] == pytest.approx(math.exp(h_z)) and terms["dead_codes"] == 1
+    np.testing.assert_allclose(code_distribution(rows), [0.75, 0.25])
+
+
+def test_mutual_information_is_the_mean_kl_to_the_marginal():
+    rng = np.random.default_rng(0)
+    rows = rng.dirichlet(np.full(6, 0.4), size=50)
+    marginal = rows.mean(0)
+    by_definition = np.mean([sum(p * math.log(p / q) for p, q in zip(row, marginal) if p > 0) for row in rows])
+    assert mutual_information(rows) == pytest.approx(by_definition, rel=1e-12)
+    assert 0 <= conditional_entropy(rows) <= math.log(6)
+
+
+def test_a_deterministic_encoder_has_no_conditional_entropy_and_pays_log_k_to_a_uniform_prior():
+    indices = np.array([0, 0, 3, 2, 2, 2])
+    rows = hard_responsibilities(indices, 5)
+    assert conditional_entropy(rows) == 0.0
+    assert mutual_information(rows) == pytest.approx(float(entropy(np.bincount(indices, minlength=5) / 6)))
+    # eq. 25: the cross entropy of p(z|i) with r(z) = 1/K, computed term by term, is log K for every input
+    cross = [-sum(p * math.log(1 / 5) for p in row) for row in rows]
+    assert cross == pytest.approx([math.log(5)] * 6)
+    assert information_terms(rows)["dead_codes"] == 2
+
+
+@pytest.mark.parametrize("rows, match", [
+    (np.array([[0.5, 0.6]]), "every row must be a probability distribution"),
+    (np.array([[1.0], [1.0]]), "K >= 2"),
+    (np.array([[np.nan, 1.0]]), "every row must be a probability distribution"),
+])
+def test_bad_responsibilities_are_errors(rows, match):
+    with pytest.raises(ValueError, match=match):
+        information_terms(rows)
+
+
+def test_em_samples_follow_the_responsibilities_at_any_temperature():
+    """Gumbel-max draws, averaged over many passes, give the mean codeword sum_k p(k|z) mu_k (Monte Carlo),
+    with p(k|z) = softmax(-||z - mu_k||^2 / tau) computed by brute force."""
+    torch.manual_seed(0)
+    em = EMVectorQuantizer(num_codes=4, code_dim=2, num_samples=50, decay=1 - 1e-12, temperature=0.3).train()
+    z = torch.tensor([[0.2, -0.1]])
+    codebook = em.codebook.clone().double()
+    d2 = ((z.double() - codebook) ** 2).sum(-1)
+    p = torch.softmax(-d2 / 0.3, -1)
+    generator = torch.Generator().manual_seed(1)
+    mean = torch.stack([em(z, None, em.sample_noise(1, generator))[0] for _ in range(400)]).mean(0)
+    spread = (((codebook - p @ codebook) ** 2).sum(-1) @ p).sqrt() / math.sqrt(400 * 50)
+    assert (mean.double() - p @ codebook).norm() < 4 * spread
+    _, aux = em.eval()(z)
+    torch.testing.assert_close(aux["responsibilities"].double(), p.unsqueeze(0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_sampled_m_step_uses_the_sampled_codes():
+    torch.manual_seed(0)
+    em = EMVectorQuantizer(num_codes=3, code_dim=2, num_samples=4, decay=0.5).train()
+    z = torch.randn(5, 2, generator=torch.Generator().manual_seed(2))
+    noise = em.sample_noise(5, torch.Generator().manual_seed(3))
+    mu0, count0, sum0 = em.codebook.clone(), em.ema_count.clone(), em.ema_sum.clone()
+    d2 = ((z[:, None] - mu0[None]) ** 2).sum(-1)
+    samples = (torch.log_softmax(-d2, -1)[:, None, :] + noise).argmax(-1)  # (5, 4)
+    freq = torch.stack([torch.bincount(s, minlength=3) for s in samples]).float() / 4  # (5, 3)
+    em(z, None, noise)
+    count = 0.5 * count0 + 0.5 * freq.sum(0)
+    total = 0.5 * sum0 + 0.5 * freq.t() @ z
+    n = count.sum()
+    torch.testing.assert_close(em.codebook, total / ((count + 1e-5) / (n + 3e-5) * n).unsqueeze(-1))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_codes=1), "num_codes=1 is not allowed: num_codes must be an integer >= 2"),
+    (dict(num_samples=0), "num_samples=0 is not allowed"),
+    (dict(temperature=0.0), "temperature=0.0 is not allowed: temperature must be a number > 0"),
+    (dict(decay=1.0), r"decay=1.0 is not allowed: decay must be a number in \(0, 1\)"),
+    (dict(decay=0), r"decay=0 is not allowed"),
+    (dict(em_update="mean"), "em_update='mean' is not allowed"),
+])
+def test_bad_em_parameters_are_errors_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EMVectorQuantizer(**{"num_codes": 4, "code_dim": 2, **kwargs})
+
+
+def test_bad_em_config_values_are_errors_naming_them():
+    with pytest.raises(ValueError, match="num_codes=1 is not allowed for em_vq"):
+        RunConfig(bottleneck="em_vq", num_codes=1)
+    with pytest.raises(ValueError, match="temperature=-1 is not allowed"):
+        RunConfig(temperature=-1)
+    with pytest.raises(ValueError, match="decay=1.5 is not allowed"):
+        RunConfig(decay=1.5)

@@ -1,0 +1,87 @@
+"""Information measures of a discrete code, in nats (vib-on-vq-vae.txt, eq. 13-28).
+
+An encoder with a codebook of K codewords assigns input i the distribution p(z | i) over codes
+(one-hot for the hard VQ-VAE, eq. 27; the softmax of eq. 28 for EM; eq. 7 for the soft VQ-VAE).
+Over N inputs, with p(i) = 1/N:
+
+* the code distribution (aggregate posterior) p(z) = (1/N) sum_i p(z | i);
+* its entropy H(Z), the rate of the deterministic IB (eq. 19);
+* the mean conditional entropy E_i H(p(z | i)) = H(Z | I);
+* the mutual information I(I; Z) = H(Z) - H(Z | I), the rate of the IB (eq. 13);
+* with the uniform prior r(z) = 1/K: the cross entropy H(p(Z|I), r) = log K for every encoder
+  (eq. 25: why the VDIB term drops out of the VQ-VAE loss), and the VIB's KL(p(Z|I) || r) =
+  log K - H(Z | I) (eq. 26), which differs from log K by the conditional entropy;
+* KL(p(z) || r) = log K - H(Z): how far code usage is from uniform; exp H(Z) is the perplexity.
+
+``responsibilities`` is an (N, K) array of rows p(z | i); every function checks it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _rows(responsibilities) -> np.ndarray:
+    p = np.asarray(responsibilities.detach().cpu() if hasattr(responsibilities, "detach") else responsibilities,
+                   dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or p.shape[0] < 1:
+        raise ValueError(f"responsibilities has shape {p.shape}: give an (N, K) array with N >= 1 inputs and "
+                         "K >= 2 codes")
+    if not np.isfinite(p).all() or (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-4):
+        raise ValueError("responsibilities is not allowed: every row must be a probability distribution "
+                         "(finite, >= 0, summing to 1)")
+    return p
+
+
+def entropy(p, axis: int = -1) -> np.ndarray:
+    """-sum p log p along ``axis`` (0 log 0 = 0), in nats."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return terms.sum(axis)
+
+
+def code_distribution(responsibilities) -> np.ndarray:
+    """p(z) = (1/N) sum_i p(z | i), shape (K,)."""
+    return _rows(responsibilities).mean(0)
+
+
+def conditional_entropy(responsibilities) -> float:
+    """H(Z | I) = (1/N) sum_i H(p(z | i)): 0 for a deterministic (one-hot) encoder."""
+    return float(entropy(_rows(responsibilities), axis=1).mean())
+
+
+def mutual_information(responsibilities) -> float:
+    """I(I; Z) = H(Z) - H(Z | I), with p(i) uniform over the N inputs."""
+    p = _rows(responsibilities)
+    return float(entropy(p.mean(0)) - entropy(p, axis=1).mean())
+
+
+def information_terms(responsibilities) -> dict:
+    """Every measure of the module for one encoder: a dict of floats (nats, and the perplexity)."""
+    p = _rows(responsibilities)
+    k = p.shape[1]
+    marginal = p.mean(0)
+    h_z, h_z_given_i = float(entropy(marginal)), float(entropy(p, axis=1).mean())
+    return {
+        "log_K": math.log(k),  # = H(p(Z|I), r) for the uniform r, every encoder (eq. 25)
+        "H(Z)": h_z,
+        "H(Z|I)": h_z_given_i,
+        "I(I;Z)": h_z - h_z_given_i,
+        "KL(p(Z|I)||r)": math.log(k) - h_z_given_i,  # the VIB rate with the uniform r (eq. 26)
+        "KL(p(Z)||r)": math.log(k) - h_z,  # code usage against uniform
+        "perplexity": math.exp(h_z),
+        "dead_codes": k - len(np.unique(p.argmax(1))),  # codes that are no input's most probable code
+    }
+
+
+def hard_responsibilities(indices, num_codes: int) -> np.ndarray:
+    """One-hot rows p(z | i) for a deterministic encoder's code ``indices`` (N,)."""
+    indices = np.asarray(indices)
+    if num_codes < 2:
+        raise ValueError(f"num_codes={num_codes!r} is not allowed: K must be >= 2")
+    rows = np.zeros((len(indices), num_codes))
+    rows[np.arange(len(indices)), indices] = 1.0
+    return rows
