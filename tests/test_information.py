@@ -108,3 +108,19 @@ def test_bad_em_config_values_are_errors_naming_them():
         RunConfig(temperature=-1)
     with pytest.raises(ValueError, match="decay=1.5 is not allowed"):
         RunConfig(decay=1.5)
+
+
+def test_paired_difference_interval_covers_a_known_shift_and_excludes_zero_only_when_it_should():
+    from vqlib.evaluation import paired_difference
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=8)
+    clear = paired_difference(base + 1.0 + 0.01 * rng.normal(size=8), base)
+    assert clear["shown"] and 0.95 < clear["low"] < clear["difference"] < clear["high"] < 1.05 and clear["pairs"] == 8
+    # coverage: over simulated experiments with a true shift of 0.3, the 95 % interval holds it most of the time
+    covered = [(lambda r: r["low"] < 0.3 < r["high"])(paired_difference(base + 0.3 + rng.normal(size=8), base,
+                                                                        n_resamples=1000, seed=i)) for i in range(200)]
+    assert 0.85 <= np.mean(covered) <= 0.99
+    same = paired_difference(base, base + np.array([0.1, -0.1] * 4))
+    assert not same["shown"]
+    assert paired_difference([1.0, np.nan], [0.0, 0.0])["pairs"] == 1

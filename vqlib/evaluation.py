@@ -130,6 +130,30 @@ def evaluate_raw(dataset, n_init: int = 10, classifier_iterations: int = 500, se
     return {**metrics, "perplexity": None, "codes_used": None}
 
 
+def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> dict:
+    """Mean of a - b over paired runs (same seed in both arms) with scipy's seed-paired bootstrap interval.
+
+    Returns ``{"difference", "low", "high", "shown", "pairs"}``; a difference is ``shown`` only when
+    its interval excludes 0. Pairs with a missing value (a diverged run) are left out.
+    """
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be paired 1-d arrays of the same length, got shapes {a.shape} and {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) < 2:
+        return {"difference": float(np.mean(a - b)) if len(a) else float("nan"), "low": float("nan"),
+                "high": float("nan"), "shown": False, "pairs": int(len(a))}
+    result = bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), paired=True, vectorized=True,
+                       confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                       random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return {"difference": float(np.mean(a - b)), "low": float(low), "high": float(high),
+            "shown": bool(low > 0 or high < 0), "pairs": int(len(a))}
+
+
 def summarize(rows, by=("dataset", "bottleneck"), metrics=METRICS):
     """Mean and standard deviation over seeds: a pandas DataFrame with columns ``<metric>_mean``,
     ``<metric>_std`` and ``runs``, one row per group."""

@@ -85,3 +85,35 @@ def hard_responsibilities(indices, num_codes: int) -> np.ndarray:
     rows = np.zeros((len(indices), num_codes))
     rows[np.arange(len(indices)), indices] = 1.0
     return rows
+
+
+def measure(model, dataset, batch_size: int = 1000) -> dict:
+    """The measures of :func:`information_terms` for a trained quantizer on ``dataset``'s test split,
+    with its distortion E ||z_e - z_q||^2 and its reconstruction -log p(x | z_q) (nats per image).
+
+    p(z | i): one-hot at the nearest codeword for ``vq`` (eq. 27), the softmax of eq. 28 for
+    ``em_vq``, the posterior of eq. 7 for ``soft_vq``; computed in evaluation mode (no noise).
+    """
+    import torch
+
+    from .losses import reconstruction_loss
+
+    bottleneck = model.bottleneck
+    if not bottleneck.num_codes:
+        raise ValueError(f"{type(bottleneck).__name__} has no codebook: information terms need vq, soft_vq or em_vq")
+    device = next(model.parameters()).device
+    model.eval()
+    rows, distortion, recon, n = [], 0.0, 0.0, len(dataset.x_test)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            x = dataset.x_test[start:start + batch_size].to(device)
+            z_e, extra = model.encode_heads(x)
+            z_q, aux = bottleneck(z_e, extra)
+            if "responsibilities" in aux:
+                rows.append(aux["responsibilities"].double().cpu().numpy())
+            else:
+                rows.append(hard_responsibilities(aux["indices"].cpu().numpy(), bottleneck.num_codes))
+            distortion += float((z_e - z_q).pow(2).sum())
+            recon += float(reconstruction_loss(model.decoder(z_q), x, "bernoulli")) * len(x)
+    terms = information_terms(np.concatenate(rows))
+    return {**terms, "distortion": distortion / n, "reconstruction": recon / n}
