@@ -53,8 +53,9 @@ KERNEL_ENV = {"MPLBACKEND": "Agg", "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.
 #: Kernel options. With MPLBACKEND=Agg alone, ipykernel keeps Agg and ``plt.show()`` draws nothing
 #: into the notebook: ``matplotlib=inline`` makes the kernel itself use the inline backend (Agg
 #: rendering to PNG outputs), while processes the notebooks start still get Agg. The kernel's own
-#: log (e.g. its "running over TCP without encryption" warning) is kept to errors.
-KERNEL_ARGS = ["--IPKernelApp.matplotlib=inline", "--IPKernelApp.log_level=ERROR"]
+#: log is kept to critical messages: at ERROR level it warns of TCP without encryption and, when
+#: papermill shuts down a kernel whose notebook succeeded, prints "KeyboardInterrupt caught in kernel".
+KERNEL_ARGS = ["--IPKernelApp.matplotlib=inline", "--IPKernelApp.log_level=CRITICAL"]
 
 
 class ConfigError(Exception):

@@ -1,0 +1,71 @@
+"""What a soft VQ-VAE's estimator is doing: which codeword wins, how sure it is, and why.
+
+Eq. 7's log-weights are -||z - mu_k||^2 / (2 sigma_k^2) - d log sigma_k: a distance term and a
+normaliser term. When the sigmas differ across codewords by a factor s, the normaliser differs by
+d log s nats (at d = 64 and s = 1.1, 6 nats), which can outweigh the distances, so the most probable
+codeword need not be the nearest one. :func:`soft_vq_diagnostics` measures this for a batch of
+codes; :func:`model_diagnostics` for a trained model on a dataset's test split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .bottlenecks import SoftVectorQuantizer, log_responsibilities, published_responsibilities, squared_distances
+
+
+@torch.no_grad()
+def soft_vq_diagnostics(bottleneck: SoftVectorQuantizer, z_e: torch.Tensor, extra: torch.Tensor | None = None) -> dict:
+    """Diagnostics of eq. 5-7 for codes ``z_e`` (N, d) (noise-free) and the encoder's ``extra`` head.
+
+    share_nearest: inputs whose most probable codeword is their nearest one; share_smallest_sigma:
+    ... is the codeword with the smallest sigma for that input; responsibility_entropy (nats) and
+    max_responsibility, averaged over inputs; sigma_spread_codewords: std over codewords of log sigma,
+    averaged over inputs; sigma_spread_inputs: std over inputs of log sigma, averaged over codewords;
+    normaliser_spread / distance_spread: the range over codewords of d log sigma_k and of
+    ||z - mu_k||^2 / (2 sigma_k^2), averaged over inputs (nats); z_norm: mean ||z_e||; noise_norm:
+    noise_std sqrt(d), the typical norm of the training noise; perplexity: of the most probable codes.
+    """
+    if not isinstance(bottleneck, SoftVectorQuantizer):
+        raise ValueError(f"bottleneck is a {type(bottleneck).__name__}: these diagnostics are for soft_vq")
+    bottleneck.check_input(z_e, extra)
+    n, d = z_e.shape
+    log_sigma = extra if bottleneck.sigma_source == "encoder" else bottleneck.log_sigma.expand(n, -1)  # (N, K)
+    distances = squared_distances(z_e, bottleneck.codebook)  # (N, K)
+    if bottleneck.formula == "paper":
+        responsibilities = log_responsibilities(z_e, bottleneck.codebook, log_sigma).exp()
+    else:
+        responsibilities = published_responsibilities(z_e, bottleneck.codebook, log_sigma)
+    most_probable = responsibilities.argmax(-1)
+    scaled = distances * torch.exp(-2 * log_sigma) / 2
+    normaliser = d * log_sigma
+    entropy = -(responsibilities * torch.log(responsibilities.clamp_min(1e-300))).sum(-1)
+    counts = torch.bincount(most_probable, minlength=bottleneck.num_codes).double()
+    p = counts / counts.sum()
+    return {
+        "share_nearest": float((most_probable == distances.argmin(-1)).double().mean()),
+        "share_smallest_sigma": float((most_probable == log_sigma.argmin(-1)).double().mean()),
+        "responsibility_entropy": float(entropy.mean()),
+        "max_responsibility": float(responsibilities.max(-1).values.mean()),
+        "sigma_spread_codewords": float(log_sigma.std(-1).mean()) if log_sigma.shape[-1] > 1 else 0.0,
+        "sigma_spread_inputs": float(log_sigma.std(0).mean()) if n > 1 else 0.0,
+        "normaliser_spread": float((normaliser.max(-1).values - normaliser.min(-1).values).mean()),
+        "distance_spread": float((scaled.max(-1).values - scaled.min(-1).values).mean()),
+        "z_norm": float(z_e.norm(dim=-1).mean()),
+        "noise_norm": float(bottleneck.noise_std) * math.sqrt(d),
+        "perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
+    }
+
+
+@torch.no_grad()
+def model_diagnostics(model, dataset, batch_size: int = 1000) -> dict:
+    """:func:`soft_vq_diagnostics` of a trained soft VQ-VAE on ``dataset``'s test split."""
+    model.eval()
+    device = next(model.parameters()).device
+    heads = [model.encode_heads(dataset.x_test[i:i + batch_size].to(device))
+             for i in range(0, len(dataset.x_test), batch_size)]
+    z_e = torch.cat([h[0] for h in heads])
+    extra = torch.cat([h[1] for h in heads]) if heads[0][1] is not None else None
+    return soft_vq_diagnostics(model.bottleneck, z_e, extra)
