@@ -30,6 +30,7 @@ NOTEBOOKS = [
     "04_training",
     "05_downstream_tasks",
     "06_tsne",
+    "08_information_bottleneck",
     "07_reproducibility",
 ]
 SMOKE_BUDGET_S = 300

@@ -104,14 +104,15 @@ def evaluate_latents_many(jobs, n_jobs: int | None = None) -> list[dict]:
     ``jobs``: dicts of :func:`evaluate_latents`'s keyword arguments. joblib runs them in worker
     processes (``n_jobs`` None: every core of this machine; 1: in this process, one after another),
     and threadpoolctl keeps the BLAS and OpenMP pools of each worker at one thread, so that R runs
-    on R cores do not fight over them (scikit-learn's advice for nested parallelism).
+    on R cores do not fight over them (scikit-learn's advice for nested parallelism). Each result
+    also holds ``evaluation_warnings``, the warnings its scoring raised (recorded, not printed).
     """
     from joblib import Parallel, delayed
 
     jobs = list(jobs)
     n_jobs = min(len(jobs), n_jobs or available_cpus())
     if n_jobs <= 1:
-        return [evaluate_latents(**job) for job in jobs]
+        return [_evaluate_recording_warnings(job) for job in jobs]
     return Parallel(n_jobs=n_jobs)(delayed(_evaluate_one_thread)(job) for job in jobs)
 
 
@@ -119,7 +120,19 @@ def _evaluate_one_thread(job: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return evaluate_latents(**job)
+        return _evaluate_recording_warnings(job)
+
+
+def _evaluate_recording_warnings(job: dict) -> dict:
+    """:func:`evaluate_latents`, with the warnings it raised (e.g. a classifier that did not converge)
+    kept in the result as ``evaluation_warnings`` instead of printed by a worker process."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate_latents(**job)
+    messages = sorted({str(w.message).splitlines()[0] for w in caught})
+    return {**metrics, "evaluation_warnings": messages}
 
 
 def evaluate_raw(dataset, n_init: int = 10, classifier_iterations: int = 500, seed: int = 0) -> dict:
