@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .bottlenecks import BOTTLENECKS, EM_UPDATES
-from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, SIGMA_SOURCES
+from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, NOISE_SCALES, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
 
 DATASETS = ("mnist", "svhn", "cifar10", "mnist5k", "digits")
@@ -41,8 +41,11 @@ class RunConfig:
                                   "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq and em_vq 0.25, "
                                   "soft_vq 2.5 as in the published code; the paper gives none)")
     noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
+    noise_scale: str = _f("fixed", "soft_vq: noise std noise_std, or noise_std times the spread of z_e (its std over "
+                                   "the batch)", NOISE_SCALES)
     sigma: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
-                               "or one learned sigma per codeword", SIGMA_SOURCES)
+                               "one learned sigma per codeword, or one learned sigma shared by all codewords",
+                    SIGMA_SOURCES)
     gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
     formula: str = _f("paper", "soft_vq: eq. 5-7 in log space, or the published notebook's formula", FORMULAS)
     em_update: str = _f("sampled", "em_vq: M-step statistics, the sampled codes (Roy et al., tensor2tensor) or the exact "
@@ -66,6 +69,8 @@ class RunConfig:
     # evaluation
     n_init: int = _f(10, "k-means initialisations for the clustering accuracy (paper: 100)")
     classifier_iterations: int = _f(500, "maximum iterations of the single-layer softmax classifier")
+    cluster_split: str = _f("test", "k-means clustering on the test latents (paper) or on all latents, train and test "
+                                    "(clustering fits no labels)", ("test", "all"))
 
     def __post_init__(self):
         for f in fields(self):

@@ -34,7 +34,7 @@ class Autoencoder(nn.Module):
             config.bottleneck, code_dim=config.code_dim, num_codes=config.num_codes, beta=config.beta,
             noise_std=config.noise_std, sigma=config.sigma, gradient=config.gradient, formula=config.formula,
             reduction=config.reduction, em_update=config.em_update, num_samples=config.num_samples,
-            decay=config.decay, temperature=config.temperature)
+            decay=config.decay, temperature=config.temperature, noise_scale=config.noise_scale)
         return cls(bottleneck, architecture, input_shape, hidden=config.hidden)
 
     def encode_heads(self, x: torch.Tensor):

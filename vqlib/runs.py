@@ -108,7 +108,7 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
 def _scoring_job(latents: dict, config: RunConfig) -> dict:
     return dict(z_train=latents["z_train"], y_train=latents["y_train"], z_test=latents["z_test"],
                 y_test=latents["y_test"], n_init=config.n_init, classifier_iterations=config.classifier_iterations,
-                seed=config.seed)
+                seed=config.seed, cluster_split=config.cluster_split)
 
 
 def evaluate_run(out_dir, n_init: int | None = None, device: str = "cpu", dataset=None) -> dict:

@@ -60,10 +60,10 @@ CHECKPOINT_FORMAT = 2  # 2: one generator per run, the bottleneck's noise drawn 
 HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
-                     "data_dir"}
+                     "cluster_split", "data_dir"}
 # config fields in which the runs of one batch may differ (everything else must be equal)
 PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "decay", "temperature", "num_iterations", "n_init",
-                  "classifier_iterations")
+                  "classifier_iterations", "cluster_split")
 
 
 class TrainingDiverged(FloatingPointError):

@@ -11,7 +11,10 @@ from .base import (Bottleneck, check_choice, check_non_negative, check_positive_
                    standard_normal, uniform_unit_scaling_)
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
-SIGMA_SOURCES = ("codeword", "encoder")  # one learned sigma per codeword / a per-input encoder head of width K
+# one learned sigma per codeword / a per-input encoder head of width K / one learned sigma for all codewords
+SIGMA_SOURCES = ("codeword", "encoder", "shared")
+# the training noise: std noise_std / noise_std times the spread of z_e (its std over the batch, averaged over d)
+NOISE_SCALES = ("fixed", "proportional")
 GRADIENTS = ("straight_through", "soft")  # decoder-input gradient: copied to z_e (under eq. 27) / through eq. 6-7
 FORMULAS = ("paper", "published")  # eq. 5-7 in log space / the authors' notebook formula
 
@@ -63,11 +66,14 @@ class SoftVectorQuantizer(Bottleneck):
     """``soft_vq``: the paper's model.
 
     1. Noisy code z_e' = z_e + eps, eps ~ N(0, noise_std^2 I), during training only (Section "Noisy
-       Latent Codes"; the published code adds no noise: noise_std = 0).
+       Latent Codes"; the published code adds no noise: noise_std = 0). The paper does not say how the
+       noise relates to the scale of z_e, which grows in training: ``noise_scale="proportional"``
+       multiplies the std by the spread of z_e (its std over the batch, averaged over d, detached).
     2. Mixture p(z_e') = sum_k 1/K N(z_e'; mu^(k), sigma_k^2 I) (eq. 4-5); sigma_k comes from a
        per-input encoder head of width K read from ``extra`` as log sigma (``sigma="encoder"``: the
-       paper's "another layer with size K", and the published code's way), or is one learned
-       parameter per codeword (``sigma="codeword"``, starting at ``init_sigma``).
+       paper's "another layer with size K", and the published code's way), is one learned
+       parameter per codeword (``sigma="codeword"``), or one learned sigma shared by every codeword
+       (``sigma="shared"``: the sigma^(-d) normalisers then cancel in eq. 7), starting at ``init_sigma``.
     3. Decoder input: the posterior mean z_hat = sum_k mu^(k) p(mu^(k) | z_e') (eq. 6-7). With
        ``gradient="straight_through"`` the decoder sees z_e' + sg(z_hat - z_e') (as described under
        eq. 27); with ``"soft"`` it sees z_hat and gradients flow through the soft assignment.
@@ -81,7 +87,7 @@ class SoftVectorQuantizer(Bottleneck):
 
     def __init__(self, num_codes: int, code_dim: int, beta: float = 2.5, noise_std: float = 0.1,
                  sigma: str = "encoder", gradient: str = "straight_through", formula: str = "paper",
-                 reduction: str = "sum", init_sigma: float = 1.0):
+                 reduction: str = "sum", init_sigma: float = 1.0, noise_scale: str = "fixed"):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
         # commitment weight (eq. 27); the paper gives no value, the published code uses 2.5
@@ -96,7 +102,10 @@ class SoftVectorQuantizer(Bottleneck):
         self.extra_dim = num_codes if sigma == "encoder" else 0
         self.codebook = nn.Parameter(uniform_unit_scaling_(torch.empty(num_codes, code_dim)))  # (K, d)
         # sigma = "codeword": learned log sigma_k, starting at init_sigma (K,)
-        self.log_sigma = nn.Parameter(torch.full((num_codes,), math.log(init_sigma))) if sigma == "codeword" else None
+        # sigma = "codeword": learned log sigma_k (K,); "shared": one learned log sigma (1,); both start at init_sigma
+        sizes = {"codeword": num_codes, "shared": 1}
+        self.log_sigma = (nn.Parameter(torch.full((sizes[sigma],), math.log(init_sigma))) if sigma in sizes else None)
+        self.noise_scale = check_choice("noise_scale", noise_scale, NOISE_SCALES)
 
     def sample_noise(self, batch_size, generator=None, device=None):
         return standard_normal(batch_size, self.code_dim, generator, device)  # eps (b, d), scaled by noise_std
@@ -109,8 +118,10 @@ class SoftVectorQuantizer(Bottleneck):
         """
         self.check_input(z_e, extra)
         eps = self.training_noise(z_e, noise)
+        if eps is not None and self.noise_scale == "proportional":  # the noise follows the spread of the codes
+            eps = eps * z_e.detach().std(0).mean()
         noisy = z_e + self.noise_std * eps if eps is not None else z_e  # z_e' (b, d), "Noisy Latent Codes"
-        log_sigma = extra if self.sigma_source == "encoder" else self.log_sigma  # (b, K) or (K,)
+        log_sigma = extra if self.sigma_source == "encoder" else self.log_sigma  # (b, K), (K,) or (1,)
         if self.formula == "paper":
             responsibilities = log_responsibilities(noisy, self.codebook, log_sigma).exp()  # (b, K), eq. 5 and 7
         else:
