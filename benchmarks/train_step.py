@@ -5,11 +5,12 @@
 Prints, from one run with the timings interleaved repeat by repeat (so that a busy moment of the
 machine hits all of them alike), milliseconds per run-step of ``vqlib.train_many`` (batch 64,
 K = 128, d = 64, the library's real loop on in-memory mnist5k) with one run and with R runs
-stacked, and the matrix-multiply floor of one run-step: every Linear layer's forward x @ W^T and
+stacked, and the matrix-multiply floor of one run-step: every dense layer's forward x @ W^T and
 backward g^T @ x, g @ W except for the first layer, whose input needs no gradient, plus the
 estimator's responsibilities @ codebook, with nothing else. Its last line is the ratio of the
-batched per-run step at the first R to that floor. Where a GPU is available it also reports the
-per-run step there and the time for the paper's 40,000 steps.
+batched per-run step at the first R to that floor. Before it: the vmapped MLP with weights
+stored (in, out), as ``vqlib.networks.Dense`` does, against nn.Linear's (out, in). Where a GPU is
+available it also reports the per-run step there and the time for the paper's 40,000 steps.
 """
 
 from __future__ import annotations
@@ -63,15 +64,48 @@ def floor_timer(input_dim: int, steps: int):
             g.t() @ x  # backward to the weight
         resp @ codebook, g_hat @ codebook.t(), resp.t() @ g_hat  # estimator forward and backward
 
-    for _ in range(10):
+    return loop_timer(one_step, steps)
+
+
+def loop_timer(one_step, steps: int, runs: int = 1):
+    """After 3 warm-up calls, a function timing ``steps`` calls of ``one_step`` (ms per call and run)."""
+    for _ in range(3):
         one_step()
 
     def run() -> float:
         start = time.perf_counter()
         for _ in range(steps):
             one_step()
-        return 1000 * (time.perf_counter() - start) / steps
+        return 1000 * (time.perf_counter() - start) / steps / runs
     return run
+
+
+def layout_timer(runs: int, steps: int, layout: str):
+    """A function timing forward + backward of the paper's MLP (encoder and decoder) under
+    ``torch.func.vmap`` over ``runs`` stacked runs, with weights stored (in, out) as
+    ``vqlib.networks.Dense`` does, or (out, in) as ``nn.Linear`` does (ms per run-step): the
+    measurement behind Dense's layout."""
+    from torch.func import vmap
+
+    sizes, b = [784, 500, 500, 2000, 64, 2000, 500, 500, 784], CONFIG["batch_size"]
+    shapes = [(i, o) if layout == "in, out" else (o, i) for i, o in zip(sizes[:-1], sizes[1:])]
+    weights = [(0.01 * torch.randn(runs, *shape)).requires_grad_() for shape in shapes]
+    biases = [torch.zeros(runs, o, requires_grad=True) for o in sizes[1:]]
+    x = torch.rand(runs, b, sizes[0])
+
+    def one_run(weights, biases, x):
+        h = x
+        for i, (w, bias) in enumerate(zip(weights, biases)):
+            h = torch.addmm(bias, h, w) if layout == "in, out" else torch.nn.functional.linear(h, w, bias)
+            h = h.relu() if i < len(weights) - 1 else h
+        return h.square().mean()
+
+    def one_step():
+        vmap(one_run)(weights, biases, x).sum().backward()
+        for t in weights + biases:
+            t.grad = None
+
+    return loop_timer(one_step, steps, runs)
 
 
 def main() -> None:
@@ -93,6 +127,8 @@ def main() -> None:
     timers = {"one run": step_timer(dataset, "cpu", args.steps, 1)}
     timers.update({f"R = {r}": step_timer(dataset, "cpu", max(args.steps // 4, 20), r) for r in sizes})
     timers["floor"] = floor_timer(784, args.steps)
+    timers["mlp, (in, out)"] = layout_timer(sizes[0], max(args.steps // 10, 5), "in, out")
+    timers["mlp, (out, in)"] = layout_timer(sizes[0], max(args.steps // 10, 5), "out, in")
     times = {name: [] for name in timers}
     for _ in range(args.repeats):
         for name, timer in timers.items():
@@ -103,6 +139,9 @@ def main() -> None:
     for r in sizes:
         ms = best[f"R = {r}"]
         print(f"CPU batched step, R = {r}: {ms:.2f} ms per run-step ({best['one run'] / ms:.2f}x one run)")
+    inout, outin = best["mlp, (in, out)"], best["mlp, (out, in)"]
+    print(f"vmapped MLP forward + backward, R = {sizes[0]}: weights (in, out) {inout:.2f} ms per run-step, "
+          f"(out, in) {outin:.2f} ms (ratio {outin / inout:.2f})")
     print(f"CPU matrix multiplies of one run-step alone (the floor): {floor_ms:.2f} ms")
     print(f"batched per-run step (R={sizes[0]}) / matmul floor: {best[f'R = {sizes[0]}'] / floor_ms:.2f}")
 
