@@ -43,7 +43,7 @@ def test_configs_that_cannot_share_a_stack_are_grouped_apart():
     configs = expand_grid({"bottleneck": ["ae", "vq"], "code_dim": [8, 4], "seed": [0, 1, 2], "beta": [0.25, 1.0]},
                           RunConfig(**TINY))
     batches = group_configs(configs, max_runs=4)
-    assert sum(len(b) for b in batches) == len(configs) == 24
+    assert sum(len(b) for b in batches) == len(configs) == 18  # 12 vq runs, 6 ae (which does not read beta)
     for batch in batches:
         assert len({(c.bottleneck, c.code_dim) for c in batch}) == 1 and len(batch) <= 4
     assert len(group_configs(configs, max_runs=None)) == 4  # seeds and beta share a stack
@@ -108,3 +108,17 @@ def test_a_worker_killed_mid_run_is_rerun_and_resumes_from_its_checkpoint(tmp_pa
         torch.set_num_threads(threads)
     history = json.loads((checkpoints[0].parent / "history.json").read_text())
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in reference.history], rel=1e-5)
+
+
+def test_fields_a_bottleneck_does_not_read_do_not_change_its_run(tmp_path):
+    base = RunConfig(**{**TINY, "num_iterations": 20})
+    ae = base.replace(bottleneck="ae", num_codes=16)
+    same_ae = base.replace(bottleneck="ae", num_codes=64, temperature=3.0, sigma="codeword", beta=5.0)
+    assert run_name(ae) == run_name(same_ae) and ae.canonical() == same_ae.canonical()
+    assert run_name(base.replace(bottleneck="vq", num_codes=16)) != run_name(base.replace(bottleneck="vq", num_codes=64))
+    assert run_name(base.replace(bottleneck="vq", temperature=3.0)) == run_name(base.replace(bottleneck="vq"))
+    assert len(expand_grid({"bottleneck": ["ae", "vq"], "num_codes": [16, 64]}, base)) == 3  # one ae, two vq
+    first = vqlib.run_experiment(ae, tmp_path / "ae", progress=False)
+    stamp = (tmp_path / "ae" / "checkpoint.pt").stat().st_mtime_ns
+    assert vqlib.run_experiment(same_ae, tmp_path / "ae", progress=False)["nmi"] == first["nmi"]  # reused
+    assert (tmp_path / "ae" / "checkpoint.pt").stat().st_mtime_ns == stamp

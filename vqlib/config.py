@@ -16,6 +16,15 @@ from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, NOISE_SCALES, SIGMA_SOURCE
 from .bottlenecks.vq import REDUCTIONS
 
 DATASETS = ("mnist", "svhn", "cifar10", "mnist5k", "digits")
+_QUANTIZERS = ("vq", "soft_vq", "em_vq")
+#: fields that only some bottlenecks read; for the others they do not change the model
+APPLIES_TO = {
+    "num_codes": _QUANTIZERS,
+    "beta": ("vae", "beta_vae", "info_dropout", *_QUANTIZERS),
+    "reduction": _QUANTIZERS,
+    **{name: ("soft_vq",) for name in ("noise_std", "noise_scale", "sigma", "gradient", "formula")},
+    **{name: ("em_vq",) for name in ("em_update", "num_samples", "decay", "temperature")},
+}
 from .losses import RECONSTRUCTIONS
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -119,6 +128,14 @@ class RunConfig:
     @property
     def hidden(self) -> tuple:
         return tuple(int(w) for w in self.mlp_hidden.split("-"))
+
+    def canonical(self) -> "RunConfig":
+        """This config with every field that its bottleneck does not read (:data:`APPLIES_TO`) at its
+        default: two configs with the same canonical form train the same model (the run folder name,
+        reuse, resume and batching compare canonical forms)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return self.replace(**{name: defaults[name] for name, models in APPLIES_TO.items()
+                               if self.bottleneck not in models})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,10 +25,11 @@ from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
 def run_name(config: RunConfig) -> str:
     """A run folder name: dataset-bottleneck-d-K-iterations-seed plus a short hash of every other
-    setting that changes training, so a folder is only ever reused for the same model."""
+    setting that changes training, so a folder is only ever reused for the same model. Fields the
+    bottleneck does not read (``RunConfig.canonical``) do not change the name."""
     from .bottlenecks import QUANTIZERS
 
-    fixed = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    fixed = {k: v for k, v in config.canonical().to_dict().items() if k not in RESUMABLE_CHANGES}
     digest = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     k = f"K{config.num_codes}" if config.bottleneck in QUANTIZERS else "K0"
     return (f"{config.dataset}-{config.bottleneck}-d{config.code_dim}-{k}-it{config.num_iterations}"
@@ -50,9 +51,17 @@ def finished_metrics(config: RunConfig, out_dir) -> dict | None:
     if path.exists():
         check_format(out_dir)
         metrics = read_json(path)
-        if isinstance(metrics, dict) and metrics.get("config") == config.to_dict():
+        if isinstance(metrics, dict) and _same_model(metrics.get("config"), config):
             return metrics
     return None
+
+
+def _same_model(saved, config: RunConfig) -> bool:
+    """Whether a saved config dict is ``config`` up to fields its bottleneck does not read."""
+    try:
+        return RunConfig.from_dict(saved).canonical() == config.canonical()
+    except (TypeError, ValueError):
+        return False
 
 
 def run_many(configs, out_dirs, dataset=None, progress: bool = True, reuse: bool = True,

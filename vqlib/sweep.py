@@ -55,7 +55,7 @@ def expand_grid(grid, base: RunConfig | None = None) -> list[RunConfig]:
     configs, seen = [], set()
     for values in ParameterGrid(lists):
         config = base.replace(**values)
-        key = tuple(sorted(config.to_dict().items()))
+        key = tuple(sorted(config.canonical().to_dict().items()))  # the same model once
         if key not in seen:
             seen.add(key)
             configs.append(config)

@@ -93,7 +93,7 @@ class TrainResult:
 
 def batch_key(config: RunConfig) -> tuple:
     """What runs trained in one stack must share: every config field but :data:`PER_RUN_FIELDS`."""
-    return tuple(sorted((k, v) for k, v in config.to_dict().items() if k not in PER_RUN_FIELDS))
+    return tuple(sorted((k, v) for k, v in config.canonical().to_dict().items() if k not in PER_RUN_FIELDS))
 
 
 def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progress: bool = True,
@@ -145,9 +145,9 @@ def _train_runs(configs, out_dirs, dataset, device, progress, callback) -> list[
 
 
 def _check_batchable(configs) -> None:
-    first = configs[0].to_dict()
+    first = configs[0].canonical().to_dict()
     for config in configs[1:]:
-        values = config.to_dict()
+        values = config.canonical().to_dict()
         differ = [k for k in first if k not in PER_RUN_FIELDS and values[k] != first[k]]
         if differ:
             k = differ[0]
@@ -375,7 +375,7 @@ def _check_resumable(checkpoint: dict, config: RunConfig, path: Path) -> None:
         raise ValueError(f"{path} was written by another version of vqlib (checkpoint format "
                          f"{checkpoint.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
                          "train into a new --out folder")
-    saved, current = checkpoint["config"], config.to_dict()
+    saved, current = RunConfig.from_dict(checkpoint["config"]).canonical().to_dict(), config.canonical().to_dict()
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
