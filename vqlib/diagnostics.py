@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from .bottlenecks import SoftVectorQuantizer, log_responsibilities, published_responsibilities, squared_distances
+from .bottlenecks import (SoftVectorQuantizer, code_counts, log_responsibilities, perplexity_from_counts,
+                          published_responsibilities, squared_distances)
 
 
 @torch.no_grad()
@@ -42,8 +43,6 @@ def soft_vq_diagnostics(bottleneck: SoftVectorQuantizer, z_e: torch.Tensor, extr
     scaled = distances * torch.exp(-2 * log_sigma) / 2
     normaliser = d * log_sigma
     entropy = -(responsibilities * torch.log(responsibilities.clamp_min(1e-300))).sum(-1)
-    counts = torch.bincount(most_probable, minlength=bottleneck.num_codes).double()
-    p = counts / counts.sum()
     return {
         "share_nearest": float((most_probable == distances.argmin(-1)).double().mean()),
         "share_smallest_sigma": float((most_probable == log_sigma.argmin(-1)).double().mean()),
@@ -55,7 +54,7 @@ def soft_vq_diagnostics(bottleneck: SoftVectorQuantizer, z_e: torch.Tensor, extr
         "distance_spread": float((scaled.max(-1).values - scaled.min(-1).values).mean()),
         "z_norm": float(z_e.norm(dim=-1).mean()),
         "noise_norm": float(bottleneck.noise_std) * math.sqrt(d),
-        "perplexity": float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum())),
+        "perplexity": float(perplexity_from_counts(code_counts(most_probable, bottleneck.num_codes))),
     }
 
 

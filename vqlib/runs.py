@@ -98,8 +98,7 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
                           "config": config.to_dict(), **provenance(device)}
             atomic_write_json(out_dirs[i] / "metrics.json", results[i])
             continue
-        latents, codebook = encode_dataset(result.model, dataset)
-        atomic_savez(out_dirs[i] / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
+        latents, codebook = _encode_and_save(result.model, dataset, out_dirs[i])
         scored.append((i, result, codebook))
         jobs.append(_scoring_job(latents, config))
     start = time.perf_counter()
@@ -112,6 +111,13 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
                                    train_steps_timed=configs[i].num_iterations - result.resumed_from,
                                    eval_time=eval_time, runs_together=result.runs_together)
     return results
+
+
+def _encode_and_save(model, dataset, out_dir: Path) -> tuple[dict, dict]:
+    """Encode both splits, write ``latents.npz`` and return (latents, codebook statistics)."""
+    latents, codebook = encode_dataset(model, dataset)
+    atomic_savez(out_dir / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
+    return latents, codebook
 
 
 def _scoring_job(latents: dict, config: RunConfig) -> dict:
@@ -142,8 +148,7 @@ def _evaluate_run(out_dir, n_init, device, dataset) -> dict:
         config = config.replace(n_init=n_init)
     dataset = dataset or load_dataset(config.dataset, config.data_dir)
     start = time.perf_counter()
-    latents, codebook = encode_dataset(model, dataset)
-    atomic_savez(Path(out_dir) / "latents.npz", **{k: np.asarray(v) for k, v in latents.items()})
+    latents, codebook = _encode_and_save(model, dataset, Path(out_dir))
     score = evaluate_latents_many([_scoring_job(latents, config)], n_jobs=1)[0]
     return _save_metrics(Path(out_dir), config, {**score, **codebook}, device, iterations=checkpoint["step"],
                          wall_time=None, train_steps_timed=None, eval_time=time.perf_counter() - start)

@@ -170,11 +170,11 @@ class _Run:
     @classmethod
     def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device) -> "_Run":
         run = cls(config, out_dir, device, dataset.input_shape)
-        set_seed(config.seed)  # the initial weights come from the run's own seed
-        model = Autoencoder.from_config(config, dataset.input_shape).to(device)
-        run.model_state = model.state_dict()
         path = run.checkpoint_path
-        if path is not None and path.exists():
+        if path is None or not path.exists():
+            set_seed(config.seed)  # the initial weights come from the run's own seed
+            run.model_state = Autoencoder.from_config(config, dataset.input_shape).to(device).state_dict()
+        else:
             checkpoint = read_checkpoint(path, device)
             _check_resumable(checkpoint, config, path)
             run.model_state, run.optimizer_state = checkpoint["model"], checkpoint["optimizer"]
@@ -185,13 +185,7 @@ class _Run:
             if divergence is not None:  # this run already diverged: say so again, do not go on
                 first, row = divergence
                 run.diverged = _diverged(config, row["loss"], first, row["step"], run.out_dir)
-        if run.data_variance_needed:
-            run.data_variance = float(dataset.x_train.var())
         return run
-
-    @property
-    def data_variance_needed(self) -> bool:
-        return self.config.reconstruction == "nmse"
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -283,7 +277,7 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
     """Train ``runs`` (all at the same step) in one stack until each has finished or diverged."""
     config = runs[0].config
     x_train, n, b = dataset.x_train, len(dataset.x_train), config.batch_size
-    data_variance = runs[0].data_variance if runs[0].data_variance_needed else None
+    data_variance = float(x_train.var()) if config.reconstruction == "nmse" else None
     stack = _Stack(runs, device)
     for run in runs:
         run.runs_together = len(runs)
