@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, fields
 from .bottlenecks import BOTTLENECKS, EM_UPDATES
 from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, NOISE_SCALES, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
+from .datasets import DATASETS
 
-DATASETS = ("mnist", "svhn", "cifar10", "mnist5k", "digits")
 _QUANTIZERS = ("vq", "soft_vq", "em_vq")
 #: fields that only some bottlenecks read; for the others they do not change the model
 APPLIES_TO = {
@@ -24,7 +24,11 @@ APPLIES_TO = {
     "reduction": _QUANTIZERS,
     **{name: ("soft_vq",) for name in ("noise_std", "noise_scale", "sigma", "gradient", "formula")},
     **{name: ("em_vq",) for name in ("em_update", "num_samples", "decay", "temperature")},
+    "free_bits": ("vae", "beta_vae"),
 }
+DECODERS = ("feedforward", "pixelcnn")
+#: fields that only the PixelCNN decoder reads
+PIXELCNN_FIELDS = ("pixelcnn_layers", "pixelcnn_channels")
 from .losses import RECONSTRUCTIONS
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -44,6 +48,11 @@ class RunConfig:
     architecture: str = _f("auto", "encoder/decoder: auto picks mlp for MNIST-like data, cnn for 32x32 colour images",
                            ARCHITECTURES)
     mlp_hidden: str = _f("500-500-2000", "mlp: hidden layer widths of the encoder (the decoder mirrors them)")
+    decoder: str = _f("feedforward", "the architecture's own decoder, or an autoregressive PixelCNN conditioned on z "
+                                     "(single-channel square images, e.g. binary_mnist5k)", DECODERS)
+    pixelcnn_layers: int = _f(4, "pixelcnn: L masked 3x3 convolutions (its window: L rows above, L columns either side; "
+                                 "0: no autoregression)")
+    pixelcnn_channels: int = _f(32, "pixelcnn: channels of every layer and of the conditioning maps")
     code_dim: int = _f(64, "d, the width of z_e (paper: 64 on MNIST, 256 on SVHN/CIFAR-10)")
     num_codes: int = _f(128, "K, codebook size for vq, soft_vq and em_vq (paper: 128 on MNIST)")
     beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
@@ -57,6 +66,8 @@ class RunConfig:
                     SIGMA_SOURCES)
     gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
     formula: str = _f("paper", "soft_vq: eq. 5-7 in log space, or the published notebook's formula", FORMULAS)
+    free_bits: float = _f(0.0, "vae, beta_vae: free bits, a floor of lambda nats on each latent dimension's "
+                               "batch-mean KL in the loss (Kingma et al. 2016; 0: none)")
     em_update: str = _f("sampled", "em_vq: M-step statistics, the sampled codes (Roy et al., tensor2tensor) or the exact "
                                    "responsibilities", EM_UPDATES)
     num_samples: int = _f(10, "em_vq: codes drawn per input from its responsibilities (m)")
@@ -93,14 +104,16 @@ class RunConfig:
             widths = []
         if not widths or min(widths) < 1:
             raise ValueError(f"mlp_hidden={self.mlp_hidden!r} is not allowed: give layer widths like '500-500-2000'")
-        for name in ("code_dim", "num_codes", "num_samples", "num_iterations", "batch_size", "log_every", "checkpoint_every",
+        for name in ("code_dim", "num_codes", "pixelcnn_channels", "num_samples", "num_iterations", "batch_size", "log_every", "checkpoint_every",
                      "n_init", "classifier_iterations"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed={self.seed!r} is not allowed: seed must be an integer >= 0")
-        for name in ("noise_std", "latent_weight", "beta"):
+        if isinstance(self.pixelcnn_layers, bool) or not isinstance(self.pixelcnn_layers, int) or self.pixelcnn_layers < 0:
+            raise ValueError(f"pixelcnn_layers={self.pixelcnn_layers!r} is not allowed: L must be an integer >= 0")
+        for name in ("noise_std", "latent_weight", "beta", "free_bits"):
             value = getattr(self, name)
             if value is None and name == "beta":
                 continue
@@ -134,8 +147,10 @@ class RunConfig:
         default: two configs with the same canonical form train the same model (the run folder name,
         reuse, resume and batching compare canonical forms)."""
         defaults = {f.name: f.default for f in fields(self)}
-        return self.replace(**{name: defaults[name] for name, models in APPLIES_TO.items()
-                               if self.bottleneck not in models})
+        unread = [name for name, models in APPLIES_TO.items() if self.bottleneck not in models]
+        if self.decoder != "pixelcnn":
+            unread += PIXELCNN_FIELDS
+        return self.replace(**{name: defaults[name] for name in unread})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -11,6 +11,10 @@ Two kinds of dataset are supported:
   and ``digits`` (scikit-learn's 1,797 8x8 digits, split 1,437/360) ship
   inside installed packages, so they run offline. Both splits are stratified
   and fixed (``random_state=0``).
+* ``binary_mnist``, ``binary_mnist5k`` and ``binary_mnist5k_14`` are those digits binarised once
+  with a fixed seed (each pixel is 1 with probability its grey level, the "statically binarised
+  MNIST" of the likelihood literature), for models whose decoder is a Bernoulli likelihood such as
+  the PixelCNN; ``_14`` first averages 2x2 blocks, 14x14 images for CPU budgets.
 
 Pixels are float32 in ``[0, 1]`` and labels int64 in ``0..9``. The tests
 exercise the torchvision code path on tiny files they write in each dataset's
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,8 @@ import numpy as np
 import torch
 
 __all__ = [
+    "BINARY_DATASETS",
+    "DATASETS",
     "EMBEDDED_DATASETS",
     "TORCHVISION_DATASETS",
     "DatasetUnavailableError",
@@ -41,7 +47,11 @@ __all__ = [
 
 EMBEDDED_DATASETS = ("mnist5k", "digits")
 TORCHVISION_DATASETS = ("mnist", "svhn", "cifar10")
-_ALL_DATASETS = TORCHVISION_DATASETS + EMBEDDED_DATASETS
+#: binarised digits: name -> (the grey dataset, image side)
+BINARY_DATASETS = {"binary_mnist": ("mnist", 28), "binary_mnist5k": ("mnist5k", 28), "binary_mnist5k_14": ("mnist5k", 14)}
+#: every dataset name the library loads, the one list the config, CLI and notebooks check against
+DATASETS = TORCHVISION_DATASETS + EMBEDDED_DATASETS + tuple(BINARY_DATASETS)
+BINARISATION_SEED = 0
 _NUM_CLASSES = 10  # every supported dataset has the ten classes 0..9
 
 # What a failed torchvision load can raise: missing files and bad checksums
@@ -88,19 +98,38 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir="data", download: bool = True) -> Dataset:
-    """Load dataset ``name`` (one of ``TORCHVISION_DATASETS + EMBEDDED_DATASETS``).
+    """Load dataset ``name`` (one of ``TORCHVISION_DATASETS``, ``EMBEDDED_DATASETS``, ``BINARY_DATASETS``).
 
     ``data_dir`` and ``download`` only matter for the torchvision datasets;
     the embedded ones are always available offline.
     """
-    if name not in _ALL_DATASETS:
-        allowed = ", ".join(repr(n) for n in _ALL_DATASETS)
+    if name not in DATASETS:
+        allowed = ", ".join(repr(n) for n in DATASETS)
         raise ValueError(f"dataset={name!r} is not allowed: choose one of {allowed}")
+    if name in BINARY_DATASETS:
+        return binarise(load_dataset(BINARY_DATASETS[name][0], data_dir, download), name, BINARY_DATASETS[name][1])
     if name in EMBEDDED_DATASETS:
         arrays = _load_embedded(name)
         x_train, y_train, x_test, y_test = (torch.tensor(a) for a in arrays)
         return Dataset(name, x_train, y_train, x_test, y_test)
     return _load_torchvision(name, Path(data_dir), download)
+
+
+def binarise(dataset: Dataset, name: str, side: int, seed: int = BINARISATION_SEED) -> Dataset:
+    """``dataset``'s grey square images, average-pooled to ``side`` x ``side`` and binarised once:
+    pixel = 1 with probability its grey level, from a generator seeded with ``seed`` (train, then test)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def pixels(x: torch.Tensor) -> torch.Tensor:
+        full = math.isqrt(x.shape[1])
+        if x.dim() != 2 or full * full != x.shape[1] or full % side:
+            raise ValueError(f"{dataset.name!r} images of shape {tuple(x.shape[1:])} cannot be binarised to "
+                             f"{side}x{side}: they must be flat square grey images whose side is a multiple of {side}")
+        if full != side:
+            x = torch.nn.functional.avg_pool2d(x.view(-1, 1, full, full), full // side).reshape(len(x), -1)
+        return (torch.rand(x.shape, generator=generator) < x).to(torch.float32)
+
+    return Dataset(name, pixels(dataset.x_train), dataset.y_train, pixels(dataset.x_test), dataset.y_test)
 
 
 @functools.lru_cache(maxsize=None)

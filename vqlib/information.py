@@ -114,6 +114,6 @@ def measure(model, dataset, batch_size: int = 1000) -> dict:
             else:
                 rows.append(hard_responsibilities(aux["indices"].cpu().numpy(), bottleneck.num_codes))
             distortion += float((z_e - z_q).pow(2).sum())
-            recon += float(reconstruction_loss(model.decoder(z_q), x, "bernoulli")) * len(x)
+            recon += float(reconstruction_loss(model.decode(z_q, x), x, "bernoulli")) * len(x)
     terms = information_terms(np.concatenate(rows))
     return {**terms, "distortion": distortion / n, "reconstruction": recon / n}

@@ -7,6 +7,7 @@ from torch import nn
 
 from .bottlenecks import Bottleneck, make_bottleneck
 from .networks import make_networks
+from .pixelcnn import PixelCNNDecoder
 
 
 class Autoencoder(nn.Module):
@@ -15,15 +16,20 @@ class Autoencoder(nn.Module):
     The encoder's last layer has code_dim + bottleneck.extra_dim units, split into z_e and the
     extra head (log-variances, alpha logits or log sigmas): the paper's "two separate encoder
     output layers". Only the bottleneck differs between the compared models.
+
+    With ``decoder="pixelcnn"`` the decoder is autoregressive (:class:`vqlib.pixelcnn.PixelCNNDecoder`):
+    it reads x itself, each logit from the pixels before it, so ``forward`` passes it x too.
     """
 
-    def __init__(self, bottleneck: Bottleneck, architecture: str, input_shape, hidden=None):
+    def __init__(self, bottleneck: Bottleneck, architecture: str, input_shape, hidden=None, decoder="feedforward",
+                 pixelcnn_layers: int = 4, pixelcnn_channels: int = 32):
         super().__init__()
         self.bottleneck = bottleneck
         self.architecture = architecture
         self.input_shape = tuple(input_shape)
         self.encoder, self.decoder = make_networks(architecture, self.input_shape, bottleneck.code_dim,
-                                                   bottleneck.extra_dim, hidden)
+                                                   bottleneck.extra_dim, hidden, decoder, pixelcnn_layers,
+                                                   pixelcnn_channels)
 
     @classmethod
     def from_config(cls, config, input_shape) -> "Autoencoder":
@@ -34,8 +40,31 @@ class Autoencoder(nn.Module):
             config.bottleneck, code_dim=config.code_dim, num_codes=config.num_codes, beta=config.beta,
             noise_std=config.noise_std, sigma=config.sigma, gradient=config.gradient, formula=config.formula,
             reduction=config.reduction, em_update=config.em_update, num_samples=config.num_samples,
-            decay=config.decay, temperature=config.temperature, noise_scale=config.noise_scale)
-        return cls(bottleneck, architecture, input_shape, hidden=config.hidden)
+            decay=config.decay, temperature=config.temperature, noise_scale=config.noise_scale,
+            free_bits=config.free_bits)
+        return cls(bottleneck, architecture, input_shape, hidden=config.hidden, decoder=config.decoder,
+                   pixelcnn_layers=config.pixelcnn_layers, pixelcnn_channels=config.pixelcnn_channels)
+
+    @property
+    def autoregressive(self) -> bool:
+        return isinstance(self.decoder, PixelCNNDecoder)
+
+    def decode(self, z_q: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of p(x | z_q) (b, *input_shape); an autoregressive decoder also needs x itself."""
+        if self.autoregressive:
+            if x is None:
+                raise ValueError("decoder='pixelcnn' is autoregressive: decode(z_q, x) needs the images x whose "
+                                 "pixels it predicts one by one (or use sample(z_q) to draw images)")
+            return self.decoder(z_q, x)
+        return self.decoder(z_q)
+
+    @torch.no_grad()
+    def sample(self, z_q: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Binary images x ~ p(x | z_q), one per row of z_q: pixel by pixel for an autoregressive decoder."""
+        if self.autoregressive:
+            return self.decoder.sample(z_q, generator)
+        p = torch.sigmoid(self.decoder(z_q))
+        return (torch.rand(p.shape, generator=generator, device=p.device) < p).to(p.dtype)
 
     def encode_heads(self, x: torch.Tensor):
         h = self.encoder(x)  # (b, d + extra_dim)
@@ -54,4 +83,4 @@ class Autoencoder(nn.Module):
         """
         z_e, extra = self.encode_heads(x)
         z_q, aux = self.bottleneck(z_e, extra, noise)
-        return self.decoder(z_q), z_e, aux
+        return self.decode(z_q, x), z_e, aux

@@ -117,13 +117,24 @@ class CNNDecoder(nn.Module):
         return self.deconv(h)  # (b, 3, 32, 32)
 
 
-def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int, hidden=None):
+def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int, hidden=None, decoder="feedforward",
+                  pixelcnn_layers: int = 4, pixelcnn_channels: int = 32):
     """Encoder with out_features = code_dim + extra_dim, and its decoder, for ``architecture`` "mlp" or "cnn".
 
     ``hidden``: the MLP encoder's hidden widths (default the paper's 500-500-2000; the decoder mirrors them).
+    ``decoder="pixelcnn"``: the MLP encoder with an autoregressive decoder (:mod:`vqlib.pixelcnn`) whose
+    conditioning network mirrors the encoder.
     """
     hidden = tuple(hidden or MLP_HIDDEN)
     check_positive_int("code_dim", code_dim)
+    if decoder == "pixelcnn":
+        from .pixelcnn import PixelCNNDecoder, image_side
+
+        image_side(input_shape)  # single-channel square images, or a ValueError saying so
+        return (MLPEncoder(math.prod(input_shape), code_dim + extra_dim, hidden),
+                PixelCNNDecoder(code_dim, input_shape, pixelcnn_layers, pixelcnn_channels, tuple(reversed(hidden))))
+    if decoder != "feedforward":
+        raise ValueError(f"decoder={decoder!r} is not allowed: choose 'feedforward' or 'pixelcnn'")
     if architecture == "mlp":
         input_dim = math.prod(input_shape)
         return MLPEncoder(input_dim, code_dim + extra_dim, hidden), MLPDecoder(code_dim, tuple(input_shape), hidden)

@@ -9,7 +9,7 @@ Many runs at once
 -----------------
 The runs of a batch share the architecture, the dataset, the batch size and the learning rate, and
 may differ in their seed and in the scalar hyper-parameters of :data:`PER_RUN_FIELDS` (``beta``,
-``noise_std``, ``latent_weight``, EM's ``decay`` and ``temperature``, ``num_iterations``, evaluation
+``noise_std``, ``latent_weight``, EM's ``decay`` and ``temperature``, ``free_bits``, ``num_iterations``, evaluation
 settings). Their parameters are
 stacked with a leading run dimension (``torch.func.stack_module_state``) and one step runs the
 model's ordinary one-run ``forward`` under ``torch.func.vmap`` over ``functional_call``: every
@@ -62,8 +62,8 @@ HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "co
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
                      "cluster_split", "data_dir"}
 # config fields in which the runs of one batch may differ (everything else must be equal)
-PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "decay", "temperature", "num_iterations", "n_init",
-                  "classifier_iterations", "cluster_split")
+PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "decay", "temperature", "free_bits", "num_iterations",
+                  "n_init", "classifier_iterations", "cluster_split")
 
 
 class TrainingDiverged(FloatingPointError):

@@ -7,7 +7,7 @@ import inspect
 from .base import (Bottleneck, CodebookUsage, code_counts, perplexity_from_counts, squared_distances,
                    uniform_unit_scaling_)
 from .em_vq import EM_UPDATES, EMVectorQuantizer
-from .gaussian import VAE, gaussian_kl
+from .gaussian import VAE, gaussian_kl, gaussian_kl_per_dim
 from .identity import Identity
 from .information_dropout import InformationDropout, information_dropout_alpha, information_dropout_kl
 from .soft_vq import SoftVectorQuantizer, log_responsibilities, posterior_mean, published_responsibilities
@@ -41,7 +41,7 @@ def make_bottleneck(name: str, code_dim: int, num_codes: int | None = None, **kw
 
 __all__ = [
     "BOTTLENECKS", "EM_UPDATES", "QUANTIZERS", "Bottleneck", "CodebookUsage", "code_counts", "EMVectorQuantizer", "Identity",
-    "InformationDropout", "SoftVectorQuantizer", "VAE", "VectorQuantizer", "gaussian_kl",
+    "InformationDropout", "SoftVectorQuantizer", "VAE", "VectorQuantizer", "gaussian_kl", "gaussian_kl_per_dim",
     "information_dropout_alpha", "information_dropout_kl", "log_responsibilities", "make_bottleneck",
     "perplexity_from_counts", "posterior_mean", "published_responsibilities", "squared_distances",
     "uniform_unit_scaling_",

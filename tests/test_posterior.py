@@ -1,0 +1,162 @@
+"""Posterior-collapse measures against closed forms, brute force and constructed extremes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vqlib import RunConfig
+from vqlib.bottlenecks import VAE
+from vqlib.model import Autoencoder
+from vqlib.posterior import (active_units, collapse_measures, decoder_variance, gaussian_information,
+                             linear_vae_active_units, negative_elbo, rate, swap_test)
+
+
+def test_gaussian_information_matches_the_closed_form():
+    """x ~ N(0, 1), q(z | x) = N(x, s^2) per dimension: I(x; z) = d/2 log(1 + 1/s^2)."""
+    g = torch.Generator().manual_seed(0)
+    n, d, s = 3000, 2, 0.5
+    mean = torch.randn(n, d, generator=g)
+    log_var = torch.full((n, d), math.log(s * s))
+    estimate = gaussian_information(mean, log_var, num_samples=2, generator=g)
+    assert estimate == pytest.approx(d / 2 * math.log(1 + 1 / s ** 2), abs=0.05)
+
+
+def test_gaussian_information_is_zero_for_a_collapsed_posterior():
+    g = torch.Generator().manual_seed(1)
+    n, d = 500, 3
+    estimate = gaussian_information(torch.zeros(n, d), torch.zeros(n, d), generator=g)
+    assert abs(estimate) < 1e-9
+
+
+def test_active_units_counts_variances_above_the_threshold():
+    g = torch.Generator().manual_seed(0)
+    stds = torch.tensor([1.0, 0.3, 0.05, 0.0])  # variances 1, 0.09, 0.0025, 0
+    codes = torch.randn(20000, 4, generator=g) * stds
+    count, variances = active_units(codes)
+    assert count == 2
+    assert np.allclose(variances.numpy(), (stds ** 2).numpy(), rtol=0.05, atol=1e-4)
+
+
+def _model(bottleneck, decoder="feedforward", seed=0, **kwargs):
+    torch.manual_seed(seed)
+    config = RunConfig(bottleneck=bottleneck, decoder=decoder, mlp_hidden="16", code_dim=3, num_codes=8,
+                       pixelcnn_layers=1, pixelcnn_channels=4, **kwargs)
+    return Autoencoder.from_config(config, (16,)).eval()
+
+
+def _images(n=64, seed=0):
+    return (torch.rand(n, 16, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+
+@pytest.mark.parametrize("decoder", ["feedforward", "pixelcnn"])
+def test_swap_test_is_zero_when_the_decoder_ignores_z_and_brute_force_otherwise(decoder):
+    model, x = _model("vae", decoder), _images()
+    result = swap_test(model, x, torch.Generator().manual_seed(0))
+    # brute force: the same pairing, each image decoded alone
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = model.encode(x)
+        nll = lambda xi, zi: float(torch.nn.functional.binary_cross_entropy_with_logits(  # noqa: E731
+            model.decode(zi[None], xi[None]), xi[None], reduction="sum"))
+        partner = {int(order[i]): int(order[(i + 1) % len(x)]) for i in range(len(x))}
+        own = np.mean([nll(x[i], z[i]) for i in range(len(x))])
+        swapped = np.mean([nll(x[i], z[partner[i]]) for i in range(len(x))])
+    assert all(partner[i] != i for i in partner)
+    assert result["own"] == pytest.approx(own, rel=1e-5) and result["swapped"] == pytest.approx(swapped, rel=1e-5)
+    assert result["gap"] != 0
+    # a decoder whose conditioning ignores z: the gap is exactly 0
+    first = model.decoder.condition[0] if decoder == "pixelcnn" else model.decoder[0]
+    with torch.no_grad():
+        first.weight.zero_()
+    assert swap_test(model, x, torch.Generator().manual_seed(0))["gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_negative_elbo_of_a_quantizer_is_reconstruction_plus_log_k():
+    model, x = _model("vq"), _images()
+    with torch.no_grad():
+        z_q = model.bottleneck(*model.encode_heads(x))[0]
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(model.decode(z_q, x), x, reduction="none").sum(-1)
+    assert torch.allclose(negative_elbo(model, x), nll + math.log(8), atol=1e-5)
+    assert torch.allclose(rate(model, x), torch.full((len(x),), math.log(8)))
+
+
+def test_negative_elbo_of_a_vae_by_monte_carlo():
+    """Many samples: E_q[-log p(x|z)] + KL, against a direct loop over posterior draws."""
+    model, x = _model("vae"), _images(8)
+    g = torch.Generator().manual_seed(0)
+    fast = negative_elbo(model, x, g, num_samples=400)
+    with torch.no_grad():
+        mean, log_var = model.encode_heads(x)
+        kl = 0.5 * (mean ** 2 + log_var.exp() - 1 - log_var).sum(-1)
+        eps = torch.randn(400, *mean.shape, generator=torch.Generator().manual_seed(1))
+        z = mean + (0.5 * log_var).exp() * eps  # (S, b, d)
+        logits = torch.stack([model.decode(zs, x) for zs in z])
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+        slow = nll.sum(-1).mean(0) + kl
+    assert torch.allclose(fast, slow, rtol=0.02)
+
+
+def test_rate_and_elbo_refuse_a_model_without_a_prior():
+    model, x = _model("ae"), _images()
+    with pytest.raises(ValueError, match="no prior"):
+        rate(model, x)
+    with pytest.raises(ValueError, match="no prior"):
+        negative_elbo(model, x)
+
+
+def test_collapse_measures_of_a_vae():
+    model, x = _model("vae", "pixelcnn"), _images(100)
+    result = collapse_measures(model, x)
+    assert set(result) >= {"rate", "active_units", "mutual_information", "swap_gap", "negative_elbo"}
+    assert 0 <= result["mutual_information"] <= math.log(100) + 1e-6
+    assert result["negative_elbo"] > result["nll_own_code"] - 1.0  # -ELBO includes the rate
+
+
+def test_free_bits_floor_the_kl_of_each_dimension():
+    """Loss = beta * sum_j max(lambda, batch-mean KL_j); no gradient reaches a dimension under the floor."""
+    vae = VAE(code_dim=3, beta=2.0, free_bits=0.5)
+    mean = torch.tensor([[0.0, 2.0, 0.1], [0.0, 2.0, -0.1]], requires_grad=True)
+    log_var = torch.zeros(2, 3, requires_grad=True)
+    vae.eval()
+    _, aux = vae(mean, log_var)
+    kl_j = 0.5 * (mean.detach() ** 2).mean(0)  # (0, 2, 0.005): the closed form with var = 1
+    assert aux["kl"].item() == pytest.approx(float(kl_j.sum()))
+    assert aux["loss"].item() == pytest.approx(2.0 * float(torch.clamp(kl_j, min=0.5).sum()))
+    aux["loss"].backward()
+    assert torch.all(mean.grad[:, [0, 2]] == 0) and torch.all(mean.grad[:, 1] != 0)
+
+
+def test_linear_vae_prediction_matches_probabilistic_pca_by_gradient_ascent():
+    """Maximise the pPCA likelihood of data with known covariance at fixed noise s^2: the columns
+    that survive are those with eigenvalue > s^2, as linear_vae_active_units predicts."""
+    torch.manual_seed(0)
+    eigenvalues = torch.tensor([4.0, 2.0, 0.8, 0.3, 0.1], dtype=torch.double)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.double))
+    cov = q @ torch.diag(eigenvalues) @ q.T
+    s2 = 0.5
+    w = (0.1 * torch.randn(5, 5, dtype=torch.double)).requires_grad_()
+    opt = torch.optim.Adam([w], lr=0.02)
+    for _ in range(3000):
+        c = w @ w.T + s2 * torch.eye(5, dtype=torch.double)
+        loss = torch.logdet(c) + torch.trace(torch.linalg.solve(c, cov))  # -2/N log-likelihood + const
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    column_norms = torch.linalg.svdvals(w.detach()) ** 2  # = eigenvalues - s^2 where positive
+    fitted = int((column_norms > 1e-2).sum())
+    assert fitted == linear_vae_active_units(eigenvalues.numpy(), s2) == 3
+    assert torch.allclose(column_norms[:3], eigenvalues[:3] - s2, atol=1e-2)
+
+
+def test_decoder_variance_from_the_nmse_loss():
+    """beta * KL + ||x - x_hat||^2 / (D v) is (up to 1/beta) the Gaussian -ELBO with s^2 = beta D v / 2."""
+    beta, d, v = 0.2, 196, 0.1
+    s2 = decoder_variance(beta, v, d)
+    err = torch.randn(d).pow(2).sum()
+    assert float(err / (d * v)) / beta == pytest.approx(float(err / (2 * s2)))
+    with pytest.raises(ValueError, match="beta=0"):
+        decoder_variance(0, v, d)
+    with pytest.raises(ValueError, match="decoder_variance=-1"):
+        linear_vae_active_units([1.0], -1)

@@ -1,0 +1,206 @@
+"""Does a model use its code? The measures of posterior collapse, in nats (vlae-summary.txt).
+
+A VAE maximises the ELBO, -log p(x) <= -ELBO = E_q(z|x)[-log p(x | z)] + KL(q(z | x) || p(z)).
+When the decoder can model x well on its own (an autoregressive decoder with a wide window), the
+KL term is a cost with nothing to buy and the optimum sets q(z | x) = p(z): the code carries no
+information, "posterior collapse" (Chen et al.'s bits-back argument). These functions measure it:
+
+* :func:`rate` per image: the KL for the Gaussian bottlenecks; log K for a quantizer, whose code is
+  one of K codewords under a uniform prior (its rate is fixed and can never fall to 0);
+* :func:`active_units`: latent dimensions whose posterior mean varies over the data,
+  Var_x(E_q[z_j | x]) > 0.01 (Burda et al. 2016; He et al., arXiv 1901.05534);
+* :func:`gaussian_information`: I_q(x; z) under the aggregate posterior q(z) = mean_n q(z | x_n);
+* :func:`swap_test`: how much -log p(x | z) worsens when x's own code is replaced by another image's
+  (0: the decoder ignores z);
+* :func:`negative_elbo` per image;
+* :func:`linear_vae_active_units`: for a linear Gaussian VAE (probabilistic PCA) the number of units
+  that stay active at decoder noise variance s^2 is the number of data-covariance eigenvalues above
+  s^2 (Tipping & Bishop 1999; Lucas et al. 2019), and :func:`decoder_variance` reads s^2 off
+  vqlib's own loss scaling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .bottlenecks import QUANTIZERS, VAE, gaussian_kl
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # He et al.: Var_x(E[z_j | x]) above this counts unit j as active
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _batches(x: torch.Tensor, batch_size: int):
+    for start in range(0, len(x), batch_size):
+        yield slice(start, start + batch_size)
+
+
+def negative_log_likelihood(model, x: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z_q) per image (b,) in nats, the Bernoulli likelihood of binary pixels x."""
+    logits = model.decode(z_q, x)
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(-1)
+
+
+@torch.no_grad()
+def encode_posterior(model, x: torch.Tensor, batch_size: int = 500):
+    """(code (N, d), log_var (N, d) or None): the posterior mean and log-variance of a Gaussian
+    bottleneck, or the deterministic code z_q that a model in evaluation mode passes its decoder."""
+    model.eval()
+    device = _device(model)
+    codes, log_vars = [], []
+    for s in _batches(x, batch_size):
+        z_e, extra = model.encode_heads(x[s].to(device))
+        if isinstance(model.bottleneck, VAE):
+            codes.append(z_e)
+            log_vars.append(extra)
+        else:
+            codes.append(model.bottleneck(z_e, extra)[0])
+    return torch.cat(codes), (torch.cat(log_vars) if log_vars else None)
+
+
+def _bottleneck_name(model) -> str:
+    b = model.bottleneck
+    return "vae" if isinstance(b, VAE) else ("quantizer" if b.num_codes else type(b).__name__)
+
+
+@torch.no_grad()
+def rate(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Nats per image (N,) that the code costs under the model's prior: KL(q(z | x) || N(0, I)) for
+    ``vae``/``beta_vae``, log K for a quantizer (uniform prior over K codewords)."""
+    kind = _bottleneck_name(model)
+    if kind == "quantizer":
+        return torch.full((len(x),), math.log(model.bottleneck.num_codes))
+    if kind != "vae":
+        raise ValueError(f"{kind} has no prior over its code: the rate is defined for vae, beta_vae and the "
+                         f"quantizers {', '.join(QUANTIZERS)}")
+    mean, log_var = encode_posterior(model, x, batch_size)
+    return gaussian_kl(mean, log_var).cpu()
+
+
+def active_units(codes: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD):
+    """(number of active units, Var_x of each unit's posterior mean (d,)) from codes (N, d)."""
+    variances = codes.double().var(0, unbiased=True).cpu()
+    return int((variances > threshold).sum()), variances
+
+
+@torch.no_grad()
+def gaussian_information(mean: torch.Tensor, log_var: torch.Tensor, num_samples: int = 1,
+                         generator: torch.Generator | None = None, chunk: int = 256) -> float:
+    """I_q(x; z) = E_n E_{z ~ q(z|x_n)} [log q(z | x_n) - log q(z)], q(z) = (1/N) sum_m q(z | x_m), in nats.
+
+    Monte Carlo over ``num_samples`` z per image; q(z) is the mixture over the N given images, so the
+    estimate is at most log N (He et al.'s estimator).
+    """
+    mean, log_var = mean.double().cpu(), log_var.double().cpu()
+    n, d = mean.shape
+    std = (0.5 * log_var).exp()
+    inv_var = (-log_var).exp()
+    const = -0.5 * d * math.log(2 * math.pi) - 0.5 * log_var.sum(-1)  # (N,) log-normaliser of each q(. | x_m)
+    total = 0.0
+    for _ in range(num_samples):
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        z = mean + std * eps  # (N, d), one draw from each image's posterior
+        own = const - 0.5 * eps.pow(2).sum(-1)  # log q(z_n | x_n)
+        for s in _batches(z, chunk):
+            diff = z[s, None, :] - mean[None]  # (c, N, d)
+            log_q = const[None] - 0.5 * (diff.pow(2) * inv_var[None]).sum(-1)  # log q(z_n | x_m)
+            aggregate = torch.logsumexp(log_q, dim=1) - math.log(n)
+            total += float((own[s] - aggregate).sum())
+    return total / (n * num_samples)
+
+
+@torch.no_grad()
+def swap_test(model, x: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 500) -> dict:
+    """Mean -log p(x | z) with each image's own code and with another image's code (nats per image).
+
+    The code is the posterior mean (Gaussian bottlenecks) or z_q (evaluation mode). Images are paired
+    by a random permutation without fixed points (a shuffle, then each to the next). ``gap`` =
+    swapped - own: 0 when the decoder ignores z, large when x is written in its code.
+    """
+    device = _device(model)
+    codes, _ = encode_posterior(model, x, batch_size)
+    order = torch.randperm(len(x), generator=generator)
+    partner = torch.empty_like(order)
+    partner[order] = order.roll(-1)  # image order[i] takes the code of order[i + 1]
+    own = swapped = 0.0
+    for s in _batches(x, batch_size):
+        xb = x[s].to(device)
+        own += float(negative_log_likelihood(model, xb, codes[s]).sum())
+        swapped += float(negative_log_likelihood(model, xb, codes[partner[s].to(codes.device)]).sum())
+    own, swapped = own / len(x), swapped / len(x)
+    return {"own": own, "swapped": swapped, "gap": swapped - own}
+
+
+@torch.no_grad()
+def negative_elbo(model, x: torch.Tensor, generator: torch.Generator | None = None, num_samples: int = 1,
+                  batch_size: int = 500) -> torch.Tensor:
+    """-ELBO per image (N,) in nats: E_q[-log p(x | z)] (``num_samples`` draws) + :func:`rate`.
+
+    For a quantizer the code is deterministic and the rate is log K.
+    """
+    device = _device(model)
+    kind = _bottleneck_name(model)
+    model.eval()
+    out = []
+    for s in _batches(x, batch_size):
+        xb = x[s].to(device)
+        z_e, extra = model.encode_heads(xb)
+        if kind == "vae":
+            nll = 0.0
+            for _ in range(num_samples):
+                eps = torch.randn(z_e.shape, generator=generator, device="cpu").to(device)
+                nll = nll + negative_log_likelihood(model, xb, z_e + (0.5 * extra).exp() * eps)
+            out.append((nll / num_samples + gaussian_kl(z_e, extra)).cpu())
+        elif kind == "quantizer":
+            z_q = model.bottleneck(z_e, extra)[0]
+            out.append((negative_log_likelihood(model, xb, z_q) + math.log(model.bottleneck.num_codes)).cpu())
+        else:
+            raise ValueError(f"{kind} has no prior over its code: -ELBO is defined for vae, beta_vae and the "
+                             f"quantizers {', '.join(QUANTIZERS)}")
+    return torch.cat(out)
+
+
+def collapse_measures(model, x: torch.Tensor, seed: int = 0, num_samples: int = 1) -> dict:
+    """Every measure of this module for one trained model on images ``x``: a dict of floats (nats)."""
+    generator = torch.Generator().manual_seed(seed)
+    codes, log_var = encode_posterior(model, x)
+    units, _ = active_units(codes)
+    swap = swap_test(model, x, generator)
+    nelbo = negative_elbo(model, x, generator, num_samples)
+    rates = rate(model, x)
+    result = {"rate": float(rates.mean()), "active_units": units, "nll_own_code": swap["own"],
+              "nll_swapped_code": swap["swapped"], "swap_gap": swap["gap"], "negative_elbo": float(nelbo.mean())}
+    result["mutual_information"] = (gaussian_information(codes, log_var, num_samples, generator)
+                                    if log_var is not None else float("nan"))
+    return result
+
+
+def linear_vae_active_units(eigenvalues, decoder_variance: float) -> int:
+    """Units a linear Gaussian VAE keeps active: the data-covariance ``eigenvalues`` above ``decoder_variance``.
+
+    For x = W z + b + noise, z ~ N(0, I), noise ~ N(0, s^2 I) (probabilistic PCA), the maximum-likelihood
+    W has columns U_j sqrt(lambda_j - s^2) where lambda_j > s^2 and zero columns otherwise (Tipping &
+    Bishop 1999); a linear VAE's optimum matches it, and a zero column is a collapsed unit (Lucas et al.,
+    "Don't blame the ELBO", 2019).
+    """
+    if not (isinstance(decoder_variance, (int, float)) and decoder_variance > 0):
+        raise ValueError(f"decoder_variance={decoder_variance!r} is not allowed: it must be a number > 0")
+    return int((np.asarray(eigenvalues) > decoder_variance).sum())
+
+
+def decoder_variance(beta: float, data_variance: float, input_dim: int) -> float:
+    """The Gaussian decoder variance s^2 that vqlib's ``nmse`` loss with KL weight ``beta`` amounts to.
+
+    vqlib minimises ||x - x_hat||^2 / (D v) + beta KL (``reconstruction="nmse"``: the mean over D
+    pixels of the squared error, divided by the data variance v). Divided by beta, this is the
+    negative ELBO of a Gaussian decoder, ||x - x_hat||^2 / (2 s^2) + KL + const, with s^2 = beta D v / 2.
+    """
+    if not (isinstance(beta, (int, float)) and beta > 0):
+        raise ValueError(f"beta={beta!r} is not allowed: the decoder variance needs a KL weight > 0")
+    return beta * input_dim * data_variance / 2
