@@ -31,6 +31,7 @@ NOTEBOOKS = [
     "05_downstream_tasks",
     "06_tsne",
     "08_information_bottleneck",
+    "09_posterior_collapse",
     "07_reproducibility",
 ]
 SMOKE_BUDGET_S = 300

@@ -19,13 +19,26 @@ from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_de
 PARAM_SETS = ("default", "smoke", "paper")
 
 __all__ = ["PARAM_SETS", "Session", "check_choice", "check_non_negative", "check_positive_int", "check_fraction",
-           "finish", "save_json", "save_table", "start"]
+           "finish", "number_list", "save_json", "save_table", "start"]
 
 
 def check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number in (0, 1]")
     return float(value)
+
+
+def number_list(name: str, text, kind=int, minimum=0, strict: bool = False) -> list:
+    """Comma-separated numbers of a papermill parameter ("0,2,4,8") as a list of ``kind``, each >= ``minimum``
+    (> ``minimum`` with ``strict``); else a ValueError naming the parameter, its value and what is allowed."""
+    try:
+        values = [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any((v <= minimum) if strict else (v < minimum) for v in values):
+        raise ValueError(f"{name}={text!r} is not allowed: give comma-separated {kind.__name__} values "
+                         f"{'>' if strict else '>='} {minimum}")
+    return values
 
 
 @dataclass
