@@ -207,3 +207,22 @@ def test_dataset_to_and_properties():
     assert moved.name == "digits" and moved.input_shape == (64,)
     assert all(t.device.type == "cpu" for t in (moved.x_train, moved.y_train, moved.x_test, moved.y_test))
     assert torch.equal(moved.x_test, ds.x_test)
+
+
+def test_binarised_digits_are_static_bernoulli_draws_of_the_grey_levels():
+    from vqlib.datasets import BINARY_DATASETS, binarise
+
+    grey, small = load_dataset("mnist5k"), load_dataset("binary_mnist5k_14")
+    assert BINARY_DATASETS["binary_mnist5k_14"] == ("mnist5k", 14)
+    assert small.input_shape == (196,) and set(small.x_train.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(small.x_train, load_dataset("binary_mnist5k_14").x_train)  # the same draw every time
+    assert torch.equal(small.y_test, grey.y_test)
+    pooled = torch.nn.functional.avg_pool2d(grey.x_train.view(-1, 1, 28, 28), 2).reshape(len(grey.x_train), -1)
+    # each pixel is Bernoulli(its pooled grey level): the means agree within a few standard errors
+    n = pooled.numel()
+    assert abs(float(small.x_train.mean() - pooled.mean())) < 5 * float((pooled * (1 - pooled)).mean().sqrt()) / n ** 0.5
+    full = load_dataset("binary_mnist5k")
+    assert full.input_shape == (784,)
+    assert torch.all(full.x_train[grey.x_train == 0] == 0) and torch.all(full.x_train[grey.x_train == 1] == 1)
+    with pytest.raises(ValueError, match="cannot be binarised to 14x14"):
+        binarise(load_dataset("digits"), "binary_digits", 14)
