@@ -144,3 +144,15 @@ def test_pixelcnn_fields_do_not_change_a_feedforward_run():
     assert RunConfig(bottleneck="vae", decoder="pixelcnn", pixelcnn_layers=8).canonical() != \
         RunConfig(bottleneck="vae", decoder="pixelcnn").canonical()
     assert RunConfig(bottleneck="vq", free_bits=1.0).canonical() == RunConfig(bottleneck="vq").canonical()
+
+
+def test_run_names_say_the_decoder_and_differ_with_every_setting_that_trains_another_model():
+    from vqlib.runs import run_name
+
+    plain = RunConfig(bottleneck="vae")
+    assert run_name(plain) == run_name(plain.replace(pixelcnn_layers=7))  # unread by a feed-forward decoder
+    deep = plain.replace(decoder="pixelcnn", pixelcnn_layers=8)
+    assert "-vae-pixelcnn8-" in run_name(deep)
+    names = {run_name(c) for c in (plain, deep, deep.replace(pixelcnn_channels=8), deep.replace(free_bits=0.5),
+                                   plain.replace(free_bits=0.5), plain.replace(lr=1e-3))}
+    assert len(names) == 6

@@ -24,15 +24,20 @@ from .utils import atomic_savez, atomic_write_json, provenance, resolve_device
 
 
 def run_name(config: RunConfig) -> str:
-    """A run folder name: dataset-bottleneck-d-K-iterations-seed plus a short hash of every other
-    setting that changes training, so a folder is only ever reused for the same model. Fields the
-    bottleneck does not read (``RunConfig.canonical``) do not change the name."""
+    """A run folder name: dataset-bottleneck-d-K-iterations-seed (and the PixelCNN's L) plus a short
+    hash of every other setting that changes training, so a folder is only ever reused for the same
+    model. The hash covers the settings that differ from their defaults, so a field added to
+    ``RunConfig`` later leaves existing names alone; fields the bottleneck does not read
+    (``RunConfig.canonical``) do not change the name."""
     from .bottlenecks import QUANTIZERS
 
-    fixed = {k: v for k, v in config.canonical().to_dict().items() if k not in RESUMABLE_CHANGES}
+    defaults = RunConfig().to_dict()
+    fixed = {k: v for k, v in config.canonical().to_dict().items()
+             if k not in RESUMABLE_CHANGES and v != defaults[k]}
     digest = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     k = f"K{config.num_codes}" if config.bottleneck in QUANTIZERS else "K0"
-    return (f"{config.dataset}-{config.bottleneck}-d{config.code_dim}-{k}-it{config.num_iterations}"
+    decoder = f"-pixelcnn{config.pixelcnn_layers}" if config.decoder == "pixelcnn" else ""
+    return (f"{config.dataset}-{config.bottleneck}{decoder}-d{config.code_dim}-{k}-it{config.num_iterations}"
             f"-seed{config.seed}-{digest}")
 
 
