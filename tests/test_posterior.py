@@ -53,7 +53,7 @@ def _images(n=64, seed=0):
 @pytest.mark.parametrize("decoder", ["feedforward", "pixelcnn"])
 def test_swap_test_is_zero_when_the_decoder_ignores_z_and_brute_force_otherwise(decoder):
     model, x = _model("vae", decoder), _images()
-    result = swap_test(model, x, torch.Generator().manual_seed(0))
+    result = swap_test(model, x, torch.Generator().manual_seed(0), sample=False)
     # brute force: the same pairing, each image decoded alone
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -70,7 +70,19 @@ def test_swap_test_is_zero_when_the_decoder_ignores_z_and_brute_force_otherwise(
     first = model.decoder.condition[0] if decoder == "pixelcnn" else model.decoder[0]
     with torch.no_grad():
         first.weight.zero_()
-    assert swap_test(model, x, torch.Generator().manual_seed(0))["gap"] == pytest.approx(0.0, abs=1e-9)
+    for sample in (False, True):
+        assert swap_test(model, x, torch.Generator().manual_seed(0), sample=sample)["gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_swap_test_with_posterior_draws_measures_the_elbo_distortion():
+    """With sample=True, 'own' is E_q[-log p(x|z)]: averaged over many seeds it matches -ELBO - KL."""
+    model, x = _model("vae"), _images(16)
+    owns = [swap_test(model, x, torch.Generator().manual_seed(s))["own"] for s in range(200)]
+    with torch.no_grad():
+        mean, log_var = model.encode_heads(x)
+        kl = float((0.5 * (mean ** 2 + log_var.exp() - 1 - log_var).sum(-1)).mean())
+    distortion = float(negative_elbo(model, x, torch.Generator().manual_seed(7), num_samples=400).mean()) - kl
+    assert np.mean(owns) == pytest.approx(distortion, rel=0.01)
 
 
 def test_negative_elbo_of_a_quantizer_is_reconstruction_plus_log_k():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ BINARY_DATASETS = {"binary_mnist": ("mnist", 28), "binary_mnist5k": ("mnist5k", 
 #: every dataset name the library loads, the one list the config, CLI and notebooks check against
 DATASETS = TORCHVISION_DATASETS + EMBEDDED_DATASETS + tuple(BINARY_DATASETS)
 BINARISATION_SEED = 0
+DATA_DIR_VARIABLE = "VQLIB_DATA_DIR"  # where load_dataset looks when it is given no data_dir
 _NUM_CLASSES = 10  # every supported dataset has the ten classes 0..9
 
 # What a failed torchvision load can raise: missing files and bad checksums
@@ -97,12 +99,15 @@ class Dataset:
         )
 
 
-def load_dataset(name: str, data_dir="data", download: bool = True) -> Dataset:
+def load_dataset(name: str, data_dir=None, download: bool = True) -> Dataset:
     """Load dataset ``name`` (one of ``TORCHVISION_DATASETS``, ``EMBEDDED_DATASETS``, ``BINARY_DATASETS``).
 
     ``data_dir`` and ``download`` only matter for the torchvision datasets;
-    the embedded ones are always available offline.
+    the embedded ones are always available offline. ``data_dir=None``: the folder named by the
+    environment variable ``VQLIB_DATA_DIR``, else ``data`` (so a notebook can be pointed elsewhere).
     """
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_VARIABLE) or "data"
     if name not in DATASETS:
         allowed = ", ".join(repr(n) for n in DATASETS)
         raise ValueError(f"dataset={name!r} is not allowed: choose one of {allowed}")

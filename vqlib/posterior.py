@@ -116,16 +116,22 @@ def gaussian_information(mean: torch.Tensor, log_var: torch.Tensor, num_samples:
 
 
 @torch.no_grad()
-def swap_test(model, x: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 500) -> dict:
+def swap_test(model, x: torch.Tensor, generator: torch.Generator | None = None, batch_size: int = 500,
+              sample: bool = True) -> dict:
     """Mean -log p(x | z) with each image's own code and with another image's code (nats per image).
 
-    The code is the posterior mean (Gaussian bottlenecks) or z_q (evaluation mode). Images are paired
-    by a random permutation without fixed points (a shuffle, then each to the next). ``gap`` =
-    swapped - own: 0 when the decoder ignores z, large when x is written in its code.
+    The code of image x is z ~ q(z | x), one draw (Gaussian bottlenecks; ``sample=False``: the posterior
+    mean), or z_q in evaluation mode (the other bottlenecks). Images are paired by a random permutation
+    without fixed points (a shuffle, then each to the next). ``gap`` = swapped - own: 0 when the
+    decoder ignores z, large when x is written in its code. With ``sample``, ``own`` is the distortion
+    term of the ELBO, E_q[-log p(x | z)], for one draw.
     """
     device = _device(model)
-    codes, _ = encode_posterior(model, x, batch_size)
+    codes, log_var = encode_posterior(model, x, batch_size)
     order = torch.randperm(len(x), generator=generator)
+    if sample and log_var is not None:
+        eps = torch.randn(codes.shape, generator=generator, dtype=codes.dtype).to(codes.device)
+        codes = codes + (0.5 * log_var).exp() * eps
     partner = torch.empty_like(order)
     partner[order] = order.roll(-1)  # image order[i] takes the code of order[i + 1]
     own = swapped = 0.0
