@@ -8,13 +8,13 @@ allowed, before any work starts.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field, fields
 
 from .bottlenecks import BOTTLENECKS, EM_UPDATES
 from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, NOISE_SCALES, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
 from .datasets import DATASETS
+from .validation import check_choice, check_non_negative, check_number, check_positive_int, check_widths
 
 _QUANTIZERS = ("vq", "soft_vq", "em_vq")
 #: fields that only some bottlenecks read; for the others they do not change the model
@@ -94,36 +94,20 @@ class RunConfig:
 
     def __post_init__(self):
         for f in fields(self):
-            value = getattr(self, f.name)
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"{f.name}={value!r} is not allowed: choose one of {', '.join(map(repr, choices))}")
-        try:
-            widths = [int(w) for w in self.mlp_hidden.split("-")]
-        except (AttributeError, ValueError):
-            widths = []
-        if not widths or min(widths) < 1:
-            raise ValueError(f"mlp_hidden={self.mlp_hidden!r} is not allowed: give layer widths like '500-500-2000'")
-        for name in ("code_dim", "num_codes", "pixelcnn_channels", "num_samples", "num_iterations", "batch_size", "log_every", "checkpoint_every",
-                     "n_init", "classifier_iterations"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= 1")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed={self.seed!r} is not allowed: seed must be an integer >= 0")
-        if isinstance(self.pixelcnn_layers, bool) or not isinstance(self.pixelcnn_layers, int) or self.pixelcnn_layers < 0:
-            raise ValueError(f"pixelcnn_layers={self.pixelcnn_layers!r} is not allowed: L must be an integer >= 0")
+            if f.metadata.get("choices"):
+                check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
+        check_widths("mlp_hidden", self.mlp_hidden)
+        for name in ("code_dim", "num_codes", "pixelcnn_channels", "num_samples", "num_iterations", "batch_size",
+                     "log_every", "checkpoint_every", "n_init", "classifier_iterations"):
+            setattr(self, name, check_positive_int(name, getattr(self, name)))  # a NumPy integer becomes an int
+        self.seed = check_positive_int("seed", self.seed, minimum=0)
+        self.pixelcnn_layers = check_positive_int("pixelcnn_layers", self.pixelcnn_layers, minimum=0)
         for name in ("noise_std", "latent_weight", "beta", "free_bits"):
-            value = getattr(self, name)
-            if value is None and name == "beta":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}={value!r} is not allowed: {name} must be a finite number >= 0")
+            if not (name == "beta" and self.beta is None):
+                check_non_negative(name, getattr(self, name))
         if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
             raise ValueError(f"decay={self.decay!r} is not allowed: decay must be a number in (0, 1)")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not (
-                math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature={self.temperature!r} is not allowed: temperature must be a finite number > 0")
+        check_number("temperature", self.temperature, strict=True)
         if self.bottleneck == "em_vq" and self.num_codes < 2:
             raise ValueError(f"num_codes={self.num_codes!r} is not allowed for em_vq: K must be >= 2")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < 1):
@@ -140,7 +124,7 @@ class RunConfig:
 
     @property
     def hidden(self) -> tuple:
-        return tuple(int(w) for w in self.mlp_hidden.split("-"))
+        return check_widths("mlp_hidden", self.mlp_hidden)
 
     def canonical(self) -> "RunConfig":
         """This config with every field that its bottleneck does not read (:data:`APPLIES_TO`) at its

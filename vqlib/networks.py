@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .bottlenecks.base import check_positive_int
+from .validation import check_positive_int
 
 MLP_HIDDEN = (500, 500, 2000)
 CNN_CHANNELS = (64, 128, 256, 512)

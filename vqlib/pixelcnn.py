@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bottlenecks.base import check_positive_int
+from .validation import check_positive_int
 from .networks import glorot_uniform_, mlp
 
 KERNEL_SIZE = 3

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bottlenecks.base import check_non_negative, check_positive_int
+from .validation import check_non_negative, check_positive_int
 from .datasets import Dataset
 
 __all__ = ["SyntheticDataset", "bump_images", "code_segments", "moving_bump", "similarity_scores",

@@ -21,7 +21,7 @@ import logging
 
 import numpy as np
 
-from .bottlenecks.base import check_positive_int
+from .validation import check_positive_int
 
 __all__ = ["embed", "knn_label_agreement", "trustworthiness"]
 

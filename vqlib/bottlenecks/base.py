@@ -16,30 +16,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..validation import check_positive_int
+
 # helpers
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (Python or NumPy, not bool) >= ``minimum``, else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed: {name} must be an integer >= {minimum}")
-    return int(value)
-
-
-def check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a finite number >= 0")
-    return float(value)
-
-
-def check_choice(name: str, value, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed: choose one of {', '.join(map(repr, allowed))}")
-    return value
 
 
 def uniform_unit_scaling_(tensor: torch.Tensor) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, squared_distances,
-                   uniform_unit_scaling_)
+from ..validation import check_choice, check_non_negative, check_positive_int
+from .base import Bottleneck, squared_distances, uniform_unit_scaling_
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 

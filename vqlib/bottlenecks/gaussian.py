@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Bottleneck, check_non_negative, standard_normal
+from ..validation import check_non_negative
+from .base import Bottleneck, standard_normal
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

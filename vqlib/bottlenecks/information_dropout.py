@@ -7,7 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Bottleneck, check_non_negative, standard_normal
+from ..validation import check_non_negative
+from .base import Bottleneck, standard_normal
 
 
 def information_dropout_alpha(alpha_logits: torch.Tensor, max_alpha: float) -> torch.Tensor:

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, squared_distances,
-                   standard_normal, uniform_unit_scaling_)
+from ..validation import check_choice, check_non_negative, check_positive_int
+from .base import Bottleneck, squared_distances, standard_normal, uniform_unit_scaling_
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 # one learned sigma per codeword / a per-input encoder head of width K / one learned sigma for all codewords

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (Bottleneck, check_choice, check_non_negative, check_positive_int, code_counts,
-                   perplexity_from_counts, squared_distances, uniform_unit_scaling_)
+from ..validation import check_choice, check_non_negative, check_positive_int
+from .base import Bottleneck, code_counts, perplexity_from_counts, squared_distances, uniform_unit_scaling_
 
 REDUCTIONS = ("sum", "mean")
 
