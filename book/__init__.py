@@ -32,9 +32,6 @@ CONFIG_FILE = REPO_ROOT / "_config.yml"
 TOC_FILE = REPO_ROOT / "_toc.yml"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
-#: The parameter sets the executor accepts. ``default`` is each notebook's own parameters cell;
-#: the others are read from ``notebooks/params/<stem>.yml`` (top-level keys ``smoke:``, ``paper:``).
-PARAM_SETS = ("default", "smoke", "paper")
 #: Parameters the executor always injects itself; a parameter file may not set them.
 INJECTED = ("results_dir", "runs_dir", "param_set")
 #: Parameters every notebook's parameters cell must define.

@@ -34,7 +34,6 @@ from book import (
     INJECTED,
     NOTEBOOK_PREFIX,
     NOTEBOOKS_DIR,
-    PARAM_SETS,
     REPO_ROOT,
     REQUIRED,
     SRC_DIRNAME,
@@ -45,6 +44,7 @@ from book import (
     toc_notebooks,
     write_json_atomic,
 )
+from vqlib.notebook import PARAM_SETS  # default: the notebooks' own parameters cells; others: notebooks/params/
 
 KERNEL = "python3"
 #: Environment of the kernels: no display, and a fixed hash seed for reproducible set ordering.

@@ -1,63 +1,171 @@
 """What every notebook of the book does around its own content: check parameters, record provenance.
 
-    session = notebook.start(parameters, results_dir)   # after the papermill parameters cell
+    session = notebook.start(globals())                 # first line of the set-up cell, after the imports
+    layers = session.values["layers"]                   # a list parameter, parsed: "0,2,4,8" -> [0, 2, 4, 8]
     ...
     notebook.save_table(frame, session, "downstream")   # results are data: CSV + JSON next to the page
     notebook.finish(session)                            # shows parameters, commit, versions, device, wall time
+
+A page's parameters are the plain scalars of its papermill ``parameters`` cell; :func:`start` finds
+them in the page's namespace and checks each against :data:`RULES`, the one table of what every
+parameter of the book allows.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .bottlenecks.base import check_choice, check_non_negative, check_positive_int
+from .bottlenecks import BOTTLENECKS
+from .config import RunConfig
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device, set_seed
+from .validation import (check_number, flag, integer, integers, number, numbers, one_of, some_of, text,
+                         widths)
 
+#: The book's parameter sets: ``default`` is each page's parameters cell, the others are in notebooks/params/.
 PARAM_SETS = ("default", "smoke", "paper")
 
-__all__ = ["PARAM_SETS", "Session", "check_choice", "check_non_negative", "check_positive_int", "check_fraction",
-           "finish", "number_list", "save_json", "save_table", "start"]
+__all__ = ["PARAM_SETS", "RULES", "Session", "finish", "save_json", "save_table", "start"]
 
 
-def check_fraction(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number in (0, 1]")
-    return float(value)
-
-
-def number_list(name: str, text, kind=int, minimum=0, strict: bool = False) -> list:
-    """Comma-separated numbers of a papermill parameter ("0,2,4,8") as a list of ``kind``, each >= ``minimum``
-    (> ``minimum`` with ``strict``); else a ValueError naming the parameter, its value and what is allowed."""
+def _beta_or_default(name, value):
+    if value == -1 and not isinstance(value, bool):
+        return -1.0
     try:
-        values = [kind(v) for v in str(text).split(",") if v.strip()]
+        return check_number(name, value)
     except ValueError:
-        values = []
-    if not values or any((v <= minimum) if strict else (v < minimum) for v in values):
-        raise ValueError(f"{name}={text!r} is not allowed: give comma-separated {kind.__name__} values "
-                         f"{'>' if strict else '>='} {minimum}")
-    return values
+        raise ValueError(f"{name}={value!r} is not allowed: give a number >= 0, or -1 for the bottleneck's own "
+                         "default") from None
+
+
+#: What each parameter of the book's pages allows, by name: one name means one thing on every page.
+#: A rule is ``rule(name, value) -> value`` (see :mod:`vqlib.validation`); list rules return the parsed list.
+RULES = {
+    # every page
+    "param_set": one_of(PARAM_SETS),
+    "results_dir": text(),  # where the page's tables and provenance.json go
+    "runs_dir": text(),  # run folders of trained models, shared between pages
+    "seed": integer(minimum=0),
+    # RunConfig's fields with a list of choices: dataset, bottleneck, sigma, gradient, formula, reduction,
+    # reconstruction, device, ...
+    **{f.name: one_of(f.metadata["choices"]) for f in fields(RunConfig) if f.metadata["choices"]},
+    # models and training (RunConfig checks them again when a page builds its configs)
+    "models": some_of(BOTTLENECKS),  # "ae,vq": distinct bottlenecks, one row or curve each
+    "mlp_hidden": widths(),  # "500-500-2000"
+    "code_dim": integer(),
+    "num_codes": integer(minimum=2),  # K: one codeword carries no information
+    "num_codes_vq": integer(minimum=2),
+    "num_codes_soft_vq": integer(minimum=2),
+    "num_codes_em_vq": integer(minimum=2),
+    "num_codes_grid": integers(minimum=2),  # K values of a grid: "16,64,128"
+    "compare_codes": integer(minimum=2),  # one K of num_codes_grid
+    "beta": _beta_or_default,
+    "beta_vae_beta": number(),
+    "betas": numbers(minimum=0),  # "0.1,0.2": KL weights, each > 0
+    "noise_std": number(),
+    "latent_weight": number(),
+    "free_bits": number(),
+    "pixelcnn_channels": integer(),
+    "layers": integers(minimum=0),  # "0,2,4,8": PixelCNN layers L
+    "quantizer_layers": integers(minimum=0),
+    "samples": integers(minimum=1),  # "1,5,10": EM's numbers of samples m
+    "temperatures": numbers(minimum=0),  # "0.3,1,3": EM's tau, each > 0
+    "num_iterations": integer(),
+    "soft_vq_iterations": integer(minimum=0),  # 0: num_iterations
+    "batch_size": integer(),
+    "lr": number(minimum=0, strict=True),
+    "log_every": integer(),
+    "num_seeds": integer(),
+    "temperature_seeds": integer(),
+    "torch_threads": integer(minimum=0),  # 0: torch's default
+    # evaluation and display
+    "n_init": integer(),
+    "classifier_iterations": integer(),
+    "include_raw": flag(),
+    "include_untrained": flag(),
+    "n_images": integer(),
+    "samples_per_image": integer(),
+    "n_neighbors": integer(),
+    "max_points": integer(minimum=2),
+    "perplexity": number(minimum=0, strict=True),  # t-SNE
+    "tsne_jobs": integer(),
+    # synthetic data (vqlib.synthetic)
+    "n_train": integer(),
+    "n_test": integer(),
+    "input_dim": integer(minimum=2),
+    "num_clusters": integer(),
+    "cluster_std": number(),
+    "bump_width": number(minimum=0, strict=True),
+    # numerical checks (pages 02 and 03); a name_min must be smaller than its name_max
+    "dim": integer(),
+    "num_instances": integer(),
+    "mc_samples": integer(minimum=2),
+    "mc_bins": integer(),
+    "mc_dim": integer(minimum=2),
+    "mc_codes": integer(minimum=2),
+    "line_points": integer(minimum=3),
+    "grid_size": integer(minimum=2),
+    "panel_sigmas": numbers(minimum=0),
+    "num_sigmas": integer(minimum=2),
+    "num_noise_levels": integer(minimum=2),
+    **{f"{name}_{end}": number(minimum=0, strict=True)
+       for name in ("sigma", "noise", "sigma_k") for end in ("min", "max")},
+}
 
 
 @dataclass
 class Session:
-    parameters: dict
+    parameters: dict  # the page's parameters as given (recorded in provenance.json)
+    values: dict  # the same, checked and converted: a list parameter as its list
     results_dir: Path
     device: object
     started: float = field(default_factory=time.perf_counter)
 
 
-def start(parameters: dict, results_dir="results", seed: int | None = None, device: str = "auto") -> Session:
-    """Check the common parameters, create ``results_dir``, seed everything and print the device."""
-    if "param_set" in parameters:
-        check_choice("param_set", parameters["param_set"], PARAM_SETS)
-    results_dir = Path(results_dir)
+def page_parameters(namespace: dict) -> dict:
+    """The plain scalars of ``namespace`` (str, int, float, bool, None) whose names do not start with "_":
+    in a fresh kernel, after the papermill parameters cell, exactly the page's parameters."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and (value is None or isinstance(value, (str, int, float, bool)))}
+
+
+def check_parameters(parameters: dict, rules: dict | None = None) -> dict:
+    """Every parameter checked against ``rules`` (over :data:`RULES`), all of them, before any error is raised:
+    a ValueError then names each bad value with what is allowed, one per line."""
+    rules = {**RULES, **(rules or {})}
+    values, errors = {}, []
+    for name, value in parameters.items():
+        if name not in rules:
+            errors.append(f"{name}={value!r} has no rule: add one to vqlib.notebook.RULES, or pass rules={{...}} "
+                          "to notebook.start (a variable of a later cell? restart the kernel and run from the top)")
+            continue
+        try:
+            values[name] = rules[name](name, value)
+        except ValueError as error:
+            errors.append(str(error))
+    for low in [n for n in values if n.endswith("_min")]:
+        high = low[:-len("_min")] + "_max"
+        if high in values and not values[low] < values[high]:
+            errors.append(f"{low}={parameters[low]!r} is not allowed: {low} must be smaller than "
+                          f"{high}={parameters[high]!r}")
+    if errors:
+        raise ValueError("\n".join(errors))
+    return values
+
+
+def start(namespace: dict, rules: dict | None = None) -> Session:
+    """Check the page's parameters (the plain scalars of ``namespace``, see :func:`page_parameters`) against
+    :data:`RULES`, and ``rules`` for this page's own; create ``results_dir``, seed everything with ``seed``
+    and print the device. Call it as ``notebook.start(globals())``."""
+    parameters = page_parameters(namespace)
+    values = check_parameters(parameters, rules)
+    results_dir = Path(values.get("results_dir", "results"))
     results_dir.mkdir(parents=True, exist_ok=True)
-    if seed is not None:
-        set_seed(check_positive_int("seed", seed, minimum=0))
-    session = Session(dict(parameters), results_dir, resolve_device(device))
+    if "seed" in values:
+        set_seed(values["seed"])
+    session = Session(parameters, values, results_dir, resolve_device(values.get("device", "auto")))
     print(f"device: {session.device}; results: {results_dir}")
     return session
 
