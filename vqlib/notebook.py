@@ -2,6 +2,7 @@
 
     session = notebook.start(globals())                 # first line of the set-up cell, after the imports
     layers = session.values["layers"]                   # a list parameter, parsed: "0,2,4,8" -> [0, 2, 4, 8]
+    notebook.start(globals(), rules={"num_codes": integer(maximum=10)})  # a rule of this page's own
     ...
     notebook.save_table(frame, session, "downstream")   # results are data: CSV + JSON next to the page
     notebook.finish(session)                            # shows parameters, commit, versions, device, wall time
@@ -27,7 +28,8 @@ from .validation import (check_number, flag, integer, integers, number, numbers,
 #: The book's parameter sets: ``default`` is each page's parameters cell, the others are in notebooks/params/.
 PARAM_SETS = ("default", "smoke", "paper")
 
-__all__ = ["PARAM_SETS", "RULES", "Session", "finish", "save_json", "save_table", "start"]
+__all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "finish", "page_parameters", "save_json", "save_table",
+           "start"]
 
 
 def _beta_or_default(name, value):
