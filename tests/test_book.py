@@ -99,6 +99,7 @@ def test_status_page_from_papermill_metadata(tmp_path):
 
     (tmp_path / "notebooks").mkdir()
     params = {"param_set": "smoke", "results_dir": "nowhere", "runs_dir": "nowhere"}
+
     def executed(name, exception, end_time, outputs=()):
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell("1/0", outputs=list(outputs))]
