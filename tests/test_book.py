@@ -121,6 +121,16 @@ def test_status_page_from_papermill_metadata(tmp_path):
     assert "| papermill | `2.7.0` |" in text
 
 
+def test_offline_site_drops_assets_from_outside_the_site():
+    from book._ext.offline_site import strip_external_assets
+
+    context = {"script_files": ["_static/a.js", "https://cdn.example/x.js", "//cdn.example/y.js",
+                                "_static/sphinx-thebe.js", "http://localhost/z.js"],
+               "css_files": ["_static/a.css", "https://cdn.example/y.css"]}
+    strip_external_assets(None, "page", None, context, None)
+    assert context == {"script_files": ["_static/a.js", "http://localhost/z.js"], "css_files": ["_static/a.css"]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Execution: papermill's record in the executed notebooks (the nbval-equivalent validation)
 
