@@ -45,8 +45,12 @@ def main() -> None:
     time.sleep(args.kill_after)
     os.killpg(first.pid, signal.SIGKILL)
     print(f"first build, killed after {args.kill_after:g} s:\n{first.stdout.read()}")
-    status = json.loads((build / "src" / "status.json").read_text())
-    print("status.json after the kill:", {name: r["status"] for name, r in status["notebooks"].items()})
+    left = {}  # what papermill recorded in each executed copy before the kill
+    for path in sorted((build / "src" / "notebooks").glob("*.ipynb")):
+        record = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+        left[path.stem] = ("failed" if record.get("exception") else "interrupted"
+                           if record.get("end_time") is None else "ok")
+    print("notebooks after the kill:", left)
     before = finished_runs(build)
     partial = [p.parent.name for p in (build / "runs").glob("*/checkpoint.pt") if p.parent.name not in before]
     print(f"finished runs: {len(before)}; runs with a checkpoint but no metrics: {len(partial)}")

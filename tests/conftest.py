@@ -36,8 +36,8 @@ def _book_build_problem(config) -> tuple[Path | None, str | None]:
     path = Path(value)
     if not path.is_absolute():
         path = Path(config.invocation_params.dir) / path
-    if not (path / "src" / "status.json").is_file():
-        return path, (f"book test: no book build at {value} ({path / 'src' / 'status.json'} is missing); "
+    if not any((path / "src" / "notebooks").glob("*.ipynb")):
+        return path, (f"book test: no book build at {value} (no executed notebook in {path / 'src' / 'notebooks'}); "
                       "run `make book PARAMS=smoke` first")
     return path, None
 

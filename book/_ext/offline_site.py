@@ -18,37 +18,26 @@ logger = logging.getLogger(__name__)
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
-def _external(url) -> bool:
-    url = str(url or "").strip()
-    if url.startswith("//"):
-        return True
+def _external(url: str) -> bool:
     parsed = urlparse(url)
-    return parsed.scheme in ("http", "https") and (parsed.hostname or "") not in LOCAL_HOSTS
-
-
-def _keep_script(js) -> bool:
-    filename = str(getattr(js, "filename", js) or "")
-    attributes = getattr(js, "attributes", {}) or {}
-    body = attributes.get("body", "") or ""
-    if "sphinx-thebe" in filename or "THEBE_JS_URL" in body:  # thebe is not offered: no launcher
-        return False
-    return not _external(filename)
+    return url.startswith("//") or parsed.scheme in ("http", "https") and parsed.hostname not in LOCAL_HOSTS
 
 
 def strip_external_assets(app, pagename, templatename, context, doctree):
-    dropped = []
-    if "script_files" in context:
-        kept = [js for js in context["script_files"] if _keep_script(js)]
-        dropped += [str(getattr(js, "filename", js)) for js in context["script_files"]
-                    if js not in kept and _external(getattr(js, "filename", js))]
-        context["script_files"] = kept
-    if "css_files" in context:
-        kept = [css for css in context["css_files"] if not _external(getattr(css, "filename", css))]
-        dropped += [str(getattr(css, "filename", css)) for css in context["css_files"] if css not in kept]
-        context["css_files"] = kept
-    for url in dropped:
-        logger.warning(f"[offline_site] {pagename}: dropped {url}, which would load from outside the site",
-                       location=pagename)
+    for key in ("script_files", "css_files"):
+        kept = []
+        for asset in context.get(key, []):
+            url = str(getattr(asset, "filename", asset) or "").strip()
+            body = (getattr(asset, "attributes", None) or {}).get("body") or ""
+            if "sphinx-thebe" in url or "THEBE_JS_URL" in body:  # thebe is not offered: no launcher
+                continue
+            if _external(url):
+                logger.warning(f"[offline_site] {pagename}: dropped {url}, which would load from outside the site",
+                               location=pagename)
+                continue
+            kept.append(asset)
+        if key in context:
+            context[key] = kept
 
 
 def setup(app):

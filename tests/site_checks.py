@@ -1,8 +1,9 @@
-"""Static checks of a built site: nothing loads from outside localhost, MathJax is served from the
-site itself, and the Colab buttons open the notebooks in the repository.
+"""Static checks of a built site for tests/test_book.py: nothing loads from outside localhost,
+MathJax is served from the site itself, and the Colab buttons open the notebooks in the repository.
 
-build_site runs these after every build; tests/test_book.py runs them too, and a real browser
-checks the same at run time.
+The build itself fails on a script or stylesheet from outside the site (book/_ext/offline_site.py
+warns, and the build runs with -W); these look at everything else a page could fetch, and the
+browser test checks the same at run time.
 """
 
 from __future__ import annotations
