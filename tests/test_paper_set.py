@@ -20,7 +20,7 @@ import pytest
 
 papermill = pytest.importorskip("papermill")
 
-from book import NOTEBOOKS_DIR, toc_notebooks  # noqa: E402
+from book import NOTEBOOKS_DIR, REPO_ROOT, toc_notebooks  # noqa: E402
 from book.execute import KERNEL, KERNEL_ARGS, KERNEL_ENV, load_overrides, plan  # noqa: E402
 from vqlib.datasets import DATA_DIR_VARIABLE  # noqa: E402
 
@@ -41,20 +41,22 @@ FAST = {
     # synthetic data, not MNIST: its tiny size is set here (the pairwise scores over 2000 test points
     # are the slow part); max_points stays at the paper's 2000, more than the 100 test points
     "01_similarity_preservation": {"num_iterations": 3, "num_seeds": 1, "n_train": 200, "n_test": 100},
-    # no training: fewer Monte Carlo draws (the paper's 50000 in d = 64 with K = 128 at 20 noise
-    # levels take minutes on a CPU); d, K and the maps' grid stay
+    # 02 and 03 train nothing, but their paper sample counts are not quick on a CPU, so they are
+    # lowered; dimensions, K, noise levels, grids and bins stay. 02: the Monte Carlo draws of parts
+    # (b) and (c) (the paper's 50000 at 20 noise levels in d = 64 with K = 128).
     "02_bayesian_estimator": {"mc_samples": 2000},
-    # no training: fewer instances and samples (1e6 samples take minutes); the free-covariance BFGS
-    # fits of step (iii) in the paper's d = 16 (152 unknowns) are the slow part, one per instance
-    # up to 5, so 3 instances
+    # 03: 3 instances, because the free-covariance BFGS fits of step (iii), one per instance up to 5,
+    # in the paper's d = 16 (152 unknowns, numerical gradients) are its slow part (~20 s for 3 here);
+    # 20000 of the paper's 1e6 Monte Carlo samples of step (iv)
     "03_theorem1_proof": {"num_instances": 3, "mc_samples": 20000},
     "04_training": {"num_iterations": 3, "log_every": 1},
     "05_downstream_tasks": {"num_iterations": 3, "num_seeds": 1},
     "06_tsne": {"num_iterations": 3},
     "07_reproducibility": {"num_iterations": 3, "log_every": 1, "num_seeds": 1},
     "08_information_bottleneck": {"num_iterations": 3, "num_seeds": 1},
-    # 26 runs of the paper's PixelCNN VAE at one seed; two of the seven linear-VAE KL weights (not a
-    # paper setting); one sample per image (drawing a 28x28 image takes 784 passes of the decoder)
+    # one seed: still 19 runs with the paper's PixelCNN decoder (5 L x 2 free-bits arms, 3 quantizers
+    # x 3 L); two of the seven linear-VAE KL weights (not a paper setting); one sample per image
+    # (not a paper setting either: drawing a 28x28 image takes 784 passes of the decoder)
     "09_posterior_collapse": {"num_iterations": 3, "num_seeds": 1, "betas": "0.05,0.4", "samples_per_image": 1},
 }
 
@@ -63,6 +65,10 @@ def _write_idx(path, array: np.ndarray) -> None:
     """Big-endian IDX file of uint8 (type code 0x08), the format torchvision's MNIST reads."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")) if folder.is_dir() else []
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +104,14 @@ def test_paper_set_runs_on_tiny_data(name, tiny_mnist, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv(DATA_DIR_VARIABLE, str(tiny_mnist))
     (tmp_path / "build" / "results" / name).mkdir(parents=True)
+    before = _files(REPO_ROOT / "data")
     t0 = time.perf_counter()
     try:  # a failing cell raises PapermillExecutionError, whose message is the cell's traceback
         papermill.execute_notebook(
             str(job["src"]), str(tmp_path / f"{name}.ipynb"), parameters=parameters, kernel_name=KERNEL,
             cwd=str(NOTEBOOKS_DIR.parent), progress_bar=False, extra_arguments=KERNEL_ARGS,
         )
-    finally:  # the paper's networks make big checkpoints (09: 190 MB a run); keep the executed notebook only
+    finally:  # the paper's networks make big checkpoints (09: ~180 MB a run); keep the executed notebook only
         shutil.rmtree(tmp_path / "build" / "runs", ignore_errors=True)
     print(f"{name}: {time.perf_counter() - t0:.1f} s")
+    assert _files(REPO_ROOT / "data") == before, "the kernel downloaded into data/ instead of reading VQLIB_DATA_DIR"
