@@ -37,8 +37,9 @@ site: setup
 
 book: notebooks site
 
+# The library's tests: without the built book and without the paper sets' notebook runs (minutes).
 test-library: setup
-	$(BIN)/python -m pytest -m "not book"
+	$(BIN)/python -m pytest -m "not book and not paper_set"
 
 test: setup browser
 	$(MAKE) book PARAMS=smoke

@@ -102,6 +102,25 @@ def test_samples_follow_the_likelihood():
     assert torch.all((freq - p).abs() <= 5 * se + 1e-3), (freq, p)
 
 
+@pytest.mark.parametrize("layers", [0, 1, 2, 5])
+def test_sampling_on_a_window_of_rows_draws_what_full_passes_draw(layers):
+    """sample() runs the convolutions on rows r - L .. r only: the same images, from the same random numbers,
+    as a full forward pass for every pixel (the definition)."""
+    side = 6
+    decoder = _decoder(layers, side)
+    z = torch.randn(5, 3, dtype=torch.double)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.zeros(5, side * side, dtype=torch.double)
+    for i in range(side * side):
+        p = torch.sigmoid(decoder(z, x)[:, i])
+        x[:, i] = (torch.rand(p.shape, generator=generator, dtype=p.dtype) < p).to(p.dtype)
+    draws = decoder.sample(z, torch.Generator().manual_seed(1))
+    if layers:
+        assert torch.equal(draws, x)
+    else:  # no autoregression: one pass, then every pixel's draw at once (the same distribution, other numbers)
+        assert draws.shape == x.shape and set(draws.unique().tolist()) <= {0.0, 1.0}
+
+
 def test_masks():
     assert raster_mask(3, "A").tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
     assert raster_mask(3, "B").tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]

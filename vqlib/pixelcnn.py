@@ -102,21 +102,43 @@ class PixelCNNDecoder(nn.Module):
         glorot_uniform_(self)
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.condition_maps(z), x)
+
+    def condition_maps(self, z: torch.Tensor) -> torch.Tensor:
+        """z (b, d) -> (b, C, H, W): z's say at every pixel (the conditioning MLP, the costly part)."""
+        return self.condition(z).view(-1, self.channels, self.side, self.side)
+
+    def logits(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Conditioning maps c (b, C, H, W) and images x (b, H*W) -> logits (b, H*W)."""
         s = self.side
-        c = self.condition(z).view(-1, self.channels, s, s)  # (b, C, H, W): z's say at every pixel
-        h = x.reshape(-1, 1, s, s)
-        if not self.layers:
-            h = c
+        return self._logit_maps(c, x.reshape(-1, 1, s, s)).reshape(-1, s * s)  # (b, H*W)
+
+    def _logit_maps(self, c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """c (b, C, h, W) and x (b, 1, h, W) -> logits (b, 1, h, W), for any number h of rows."""
+        h = x if self.layers else c
         for i, (masked, projection) in enumerate(zip(self.masked, self.projections)):
             update = torch.relu(masked(h) + projection(c))  # the first layer (mask A) never sees x_i itself
             h = update if i == 0 else h + update  # residual from the second layer on: deep stacks train
-        return self.output(h).reshape(-1, s * s)  # (b, H*W)
+        return self.output(h)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Binary images x ~ p(x | z), one per row of z (b, d) -> (b, H*W): pixel by pixel, H*W passes."""
-        x = torch.zeros(z.shape[0], self.side ** 2, device=z.device, dtype=z.dtype)
-        for i in range(self.side ** 2):
-            p = torch.sigmoid(self(z, x)[:, i])
-            x[:, i] = (torch.rand(p.shape, generator=generator, device=z.device, dtype=z.dtype) < p).to(z.dtype)
-        return x
+        """Binary images x ~ p(x | z), one per row of z (b, d) -> (b, H*W), pixel by pixel in raster order.
+
+        The conditioning maps are computed once. After L layers the logit of a pixel in row r reads
+        rows r - L .. r only, so each pass runs the convolutions on those L + 1 rows; L = 0 (no
+        autoregression) needs one pass for every pixel.
+        """
+        s, L = self.side, self.layers
+        c = self.condition_maps(z)  # (b, C, H, W)
+        if not L:
+            p = torch.sigmoid(self.logits(c, torch.zeros(z.shape[0], s * s, device=z.device, dtype=z.dtype)))
+            return (torch.rand(p.shape, generator=generator, device=z.device, dtype=z.dtype) < p).to(z.dtype)
+        x = torch.zeros(z.shape[0], 1, s, s, device=z.device, dtype=z.dtype)
+        for row in range(s):
+            top = max(0, row - L)
+            for col in range(s):
+                p = torch.sigmoid(self._logit_maps(c[:, :, top:row + 1], x[:, :, top:row + 1])[:, 0, -1, col])  # (b,)
+                x[:, 0, row, col] = (torch.rand(p.shape, generator=generator, device=z.device, dtype=z.dtype)
+                                     < p).to(z.dtype)
+        return x.reshape(-1, s * s)
