@@ -17,17 +17,19 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 
 papermill = pytest.importorskip("papermill")
 
 from book import NOTEBOOKS_DIR, REPO_ROOT, toc_notebooks  # noqa: E402
-from book.execute import KERNEL, KERNEL_ARGS, KERNEL_ENV, load_overrides, plan  # noqa: E402
+from book.execute import KERNEL, KERNEL_ARGS, KERNEL_ENV, plan  # noqa: E402
 from vqlib.datasets import DATA_DIR_VARIABLE  # noqa: E402
 
 pytestmark = pytest.mark.paper_set
 
 PARAMS_DIR = NOTEBOOKS_DIR / "params"
-NOTEBOOKS = [n for n in toc_notebooks() if load_overrides(PARAMS_DIR / f"{n}.yml", "paper")]
+NOTEBOOKS = [n for n in toc_notebooks()
+             if (yaml.safe_load((PARAMS_DIR / f"{n}.yml").read_text()) or {}).get("paper")]
 
 # Tiny MNIST: every class in both splits, enough test points for the classifiers' splits.
 N_TRAIN, N_TEST = 200, 100
@@ -96,10 +98,12 @@ def test_every_notebook_with_a_paper_set_is_lowered():
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_paper_set_runs_on_tiny_data(name, tiny_mnist, tmp_path, monkeypatch):
-    [job] = plan([name], "paper", tmp_path / "build", NOTEBOOKS_DIR, PARAMS_DIR)
-    declared = papermill.inspect_notebook(str(job["src"]))
+    jobs, problems = plan([name], "paper", tmp_path / "build")
+    assert not problems, problems
+    src = NOTEBOOKS_DIR / f"{name}.ipynb"
+    declared = papermill.inspect_notebook(str(src))
     assert set(FAST[name]) <= set(declared), f"{name} has no parameter {set(FAST[name]) - set(declared)}"
-    parameters = {**job["parameters"], **FAST[name]}
+    parameters = {**jobs[name], **FAST[name]}
     for key, value in KERNEL_ENV.items():  # the kernel inherits the environment, as in book.execute
         monkeypatch.setenv(key, value)
     monkeypatch.setenv(DATA_DIR_VARIABLE, str(tiny_mnist))
@@ -108,7 +112,7 @@ def test_paper_set_runs_on_tiny_data(name, tiny_mnist, tmp_path, monkeypatch):
     t0 = time.perf_counter()
     try:  # a failing cell raises PapermillExecutionError, whose message is the cell's traceback
         papermill.execute_notebook(
-            str(job["src"]), str(tmp_path / f"{name}.ipynb"), parameters=parameters, kernel_name=KERNEL,
+            str(src), str(tmp_path / f"{name}.ipynb"), parameters=parameters, kernel_name=KERNEL,
             cwd=str(NOTEBOOKS_DIR.parent), progress_bar=False, extra_arguments=KERNEL_ARGS,
         )
     finally:  # the paper's networks make big checkpoints (09: ~180 MB a run); keep the executed notebook only
