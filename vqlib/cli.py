@@ -15,6 +15,7 @@ import typing
 from dataclasses import MISSING, fields
 
 from .config import RunConfig
+from .evaluation import METRICS
 from .datasets import DatasetUnavailableError
 from .run_folder import RunFolderError
 
@@ -140,8 +141,7 @@ def main(argv=None) -> int:
     if metrics.get("diverged_at") is not None:
         print(f"vqlib {args.command}: error: {metrics['diverged'].splitlines()[0]}", file=sys.stderr)
         return 1
-    summary = {k: metrics.get(k) for k in ("dataset", "bottleneck", "seed", "clustering_acc", "nmi",
-                                           "classification_acc", "perplexity", "codes_used")}
+    summary = {k: metrics.get(k) for k in ("dataset", "bottleneck", "seed", *METRICS)}
     print(json.dumps(summary))
     return 0
 

@@ -21,7 +21,13 @@ from sklearn.preprocessing import StandardScaler
 from .bottlenecks import CodebookUsage
 from .utils import available_cpus
 
-METRICS = ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used")
+#: The downstream tasks of the paper's Tables 1-2, as metrics.json, the sweeps and the pages name them.
+DOWNSTREAM_METRICS = ("clustering_acc", "nmi", "classification_acc")
+#: Every metric of a run's evaluation (the downstream tasks, then the codebook's usage on the test set).
+METRICS = (*DOWNSTREAM_METRICS, "perplexity", "codes_used")
+#: How the pages label each metric in tables and plots: the one place the words are chosen.
+METRIC_LABELS = {"clustering_acc": "clustering ACC", "nmi": "NMI", "classification_acc": "linear classifier",
+                 "perplexity": "perplexity (test)", "codes_used": "codes used (test)"}
 
 
 def clustering_accuracy(labels, clusters) -> float:

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .evaluation import DOWNSTREAM_METRICS
+
 __all__ = ["METRICS", "PAPER_DATASETS", "PaperResult", "TABLE1", "TABLE2", "hyperparameters", "reference_dataset",
            "results"]
 
-#: Metric names as vqlib uses them (keys of evaluate_model's metrics).
-METRICS = ("clustering_acc", "nmi", "classification_acc")
+#: Metric names as vqlib uses them (keys of evaluate_model's metrics): the downstream tasks.
+METRICS = DOWNSTREAM_METRICS
 #: Metrics the paper prints in percent (NMI is printed as a fraction).
 PERCENT_METRICS = ("clustering_acc", "classification_acc")
 PAPER_DATASETS = ("mnist", "svhn", "cifar10")
