@@ -119,3 +119,14 @@ def test_every_parameter_of_every_page_has_a_rule_and_its_values_pass_it(path):
     for values in [{}, *sets.values()]:
         given = {**defaults, **values}
         check_parameters({name: value for name, value in given.items() if name not in own})
+
+
+def test_seed_summary_gives_mean_and_sample_std_per_group():
+    import pandas as pd
+
+    from vqlib.notebook import seed_summary
+
+    frame = pd.DataFrame({"model": ["a", "a", "b"], "acc": [1.0, 2.0, 0.25]})
+    table = seed_summary(frame, "model", ["acc"], digits=2)
+    assert table.loc["a", "acc"] == "1.50 ± 0.71" and table.loc["b", "acc"] == "0.25"  # one run: the mean alone
+    assert table["runs"].tolist() == [2, 1]

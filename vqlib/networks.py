@@ -128,9 +128,8 @@ def make_networks(architecture: str, input_shape, code_dim: int, extra_dim: int,
     hidden = tuple(hidden or MLP_HIDDEN)
     check_positive_int("code_dim", code_dim)
     if decoder == "pixelcnn":
-        from .pixelcnn import PixelCNNDecoder, image_side
+        from .pixelcnn import PixelCNNDecoder  # it refuses images that are not single-channel and square
 
-        image_side(input_shape)  # single-channel square images, or a ValueError saying so
         return (MLPEncoder(math.prod(input_shape), code_dim + extra_dim, hidden),
                 PixelCNNDecoder(code_dim, input_shape, pixelcnn_layers, pixelcnn_channels, tuple(reversed(hidden))))
     if decoder != "feedforward":

@@ -29,7 +29,7 @@ from .validation import (check_number, flag, integer, integers, number, numbers,
 PARAM_SETS = ("default", "smoke", "paper")
 
 __all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "finish", "page_parameters", "save_json", "save_table",
-           "start"]
+           "seed_summary", "start"]
 
 
 def _beta_or_default(name, value):
@@ -176,6 +176,19 @@ def save_json(obj, session: Session, name: str) -> Path:
     path = session.results_dir / f"{name}.json"
     atomic_write_json(path, obj)
     return path
+
+
+def seed_summary(frame, by, columns, digits: int = 3):
+    """Mean ± standard deviation over the seeds of each group of ``frame`` (a pandas DataFrame), as text
+    with ``digits`` decimals (one run: the mean alone), plus the number of runs in each group."""
+    import pandas as pd
+
+    grouped = frame.groupby(by, sort=True)[list(columns)]
+    mean, std = grouped.mean(), grouped.std()
+    out = pd.DataFrame({c: [f"{m:.{digits}f}" if pd.isna(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+                            for m, s in zip(mean[c], std[c])] for c in columns}, index=mean.index)
+    out["runs"] = grouped.size()
+    return out
 
 
 def save_table(frame, session: Session, name: str) -> Path:

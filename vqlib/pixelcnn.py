@@ -85,12 +85,9 @@ class PixelCNNDecoder(nn.Module):
     conditioning maps; ``hidden``: the conditioning MLP's hidden widths, from z outwards.
     """
 
-    autoregressive = True
-
     def __init__(self, code_dim: int, input_shape, layers: int, channels: int = 32, hidden=(2000, 500, 500)):
         super().__init__()
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
-            raise ValueError(f"pixelcnn_layers={layers!r} is not allowed: L must be an integer >= 0")
+        layers = check_positive_int("pixelcnn_layers", layers, minimum=0)
         self.channels = check_positive_int("pixelcnn_channels", channels)
         self.side = image_side(input_shape)
         self.layers = layers

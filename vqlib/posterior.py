@@ -64,23 +64,30 @@ def encode_posterior(model, x: torch.Tensor, batch_size: int = 500):
     return torch.cat(codes), (torch.cat(log_vars) if log_vars else None)
 
 
-def _bottleneck_name(model) -> str:
+def _prior(model, what: str) -> str:
+    """"gaussian" (vae, beta_vae: N(0, I)) or "uniform" (a quantizer: 1/K); a ValueError for a model
+    without a prior over its code, saying that ``what`` needs one."""
     b = model.bottleneck
-    return "vae" if isinstance(b, VAE) else ("quantizer" if b.num_codes else type(b).__name__)
+    if isinstance(b, VAE):
+        return "gaussian"
+    if b.num_codes:
+        return "uniform"
+    raise ValueError(f"{type(b).__name__} has no prior over its code: {what} is defined for vae, beta_vae and the "
+                     f"quantizers {', '.join(QUANTIZERS)}")
+
+
+def _rate(model, codes: torch.Tensor, log_var: torch.Tensor | None) -> torch.Tensor:
+    """:func:`rate` from the output of :func:`encode_posterior` (no second pass through the encoder)."""
+    if _prior(model, "the rate") == "uniform":
+        return torch.full((len(codes),), math.log(model.bottleneck.num_codes))
+    return gaussian_kl(codes, log_var).cpu()
 
 
 @torch.no_grad()
 def rate(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Nats per image (N,) that the code costs under the model's prior: KL(q(z | x) || N(0, I)) for
     ``vae``/``beta_vae``, log K for a quantizer (uniform prior over K codewords)."""
-    kind = _bottleneck_name(model)
-    if kind == "quantizer":
-        return torch.full((len(x),), math.log(model.bottleneck.num_codes))
-    if kind != "vae":
-        raise ValueError(f"{kind} has no prior over its code: the rate is defined for vae, beta_vae and the "
-                         f"quantizers {', '.join(QUANTIZERS)}")
-    mean, log_var = encode_posterior(model, x, batch_size)
-    return gaussian_kl(mean, log_var).cpu()
+    return _rate(model, *encode_posterior(model, x, batch_size))
 
 
 def active_units(codes: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD):
@@ -151,24 +158,21 @@ def negative_elbo(model, x: torch.Tensor, generator: torch.Generator | None = No
     For a quantizer the code is deterministic and the rate is log K.
     """
     device = _device(model)
-    kind = _bottleneck_name(model)
+    prior = _prior(model, "-ELBO")
     model.eval()
     out = []
     for s in _batches(x, batch_size):
         xb = x[s].to(device)
         z_e, extra = model.encode_heads(xb)
-        if kind == "vae":
+        if prior == "gaussian":
             nll = 0.0
             for _ in range(num_samples):
                 eps = torch.randn(z_e.shape, generator=generator, device="cpu").to(device)
                 nll = nll + negative_log_likelihood(model, xb, z_e + (0.5 * extra).exp() * eps)
             out.append((nll / num_samples + gaussian_kl(z_e, extra)).cpu())
-        elif kind == "quantizer":
+        else:  # a quantizer: a deterministic code under the uniform prior
             z_q = model.bottleneck(z_e, extra)[0]
             out.append((negative_log_likelihood(model, xb, z_q) + math.log(model.bottleneck.num_codes)).cpu())
-        else:
-            raise ValueError(f"{kind} has no prior over its code: -ELBO is defined for vae, beta_vae and the "
-                             f"quantizers {', '.join(QUANTIZERS)}")
     return torch.cat(out)
 
 
@@ -179,7 +183,7 @@ def collapse_measures(model, x: torch.Tensor, seed: int = 0, num_samples: int = 
     units, _ = active_units(codes)
     swap = swap_test(model, x, generator)
     nelbo = negative_elbo(model, x, generator, num_samples)
-    rates = rate(model, x)
+    rates = _rate(model, codes, log_var)
     result = {"rate": float(rates.mean()), "active_units": units, "nll_own_code": swap["own"],
               "nll_swapped_code": swap["swapped"], "swap_gap": swap["gap"], "negative_elbo": float(nelbo.mean())}
     result["mutual_information"] = (gaussian_information(codes, log_var, num_samples, generator)
