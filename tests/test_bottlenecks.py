@@ -131,7 +131,7 @@ def entropy_by_hand(indices, K) -> float:
 
 def soft_vq(seed=0, **kwargs) -> SoftVectorQuantizer:
     torch.manual_seed(seed)
-    kwargs = {"num_codes": 6, "code_dim": 3, "noise_std": 0.0, "sigma": "codeword", **kwargs}
+    kwargs = {"num_codes": 6, "code_dim": 3, "noise_std": 0.0, "sigma_source": "codeword", **kwargs}
     return SoftVectorQuantizer(**kwargs)
 
 
@@ -322,7 +322,7 @@ def test_vq_commitment_term_sends_no_gradient_to_codebook():
 
 
 def test_soft_vq_codeword_sigma_equals_brute_force_posterior_mean():
-    sq = soft_vq(noise_std=0.3, sigma="codeword").eval()
+    sq = soft_vq(noise_std=0.3, sigma_source="codeword").eval()
     gen = torch.Generator().manual_seed(8)
     set_params(sq, log_sigma=torch.linspace(-0.7, 0.6, 6))
     z_e = torch.randn(20, 3, generator=gen) * 0.6
@@ -331,7 +331,7 @@ def test_soft_vq_codeword_sigma_equals_brute_force_posterior_mean():
     np.testing.assert_allclose(_f64(z_q), expected_z_hat, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(_f64(aux["responsibilities"]), expected_resp, rtol=1e-4, atol=1e-6)
     np.testing.assert_array_equal(aux["indices"].numpy(), expected_resp.argmax(1))
-    assert aux["sigma"].item() == pytest.approx(np.exp(_f64(sq.log_sigma)).mean(), rel=1e-5)
+    assert aux["mean_sigma"].item() == pytest.approx(np.exp(_f64(sq.log_sigma)).mean(), rel=1e-5)
     # eq. 27 latent terms: both are mean_i ||z_e - z_hat||^2 in the forward pass
     term = ((_f64(z_e) - expected_z_hat) ** 2).sum(1).mean()
     assert aux["codebook"].item() == pytest.approx(term, rel=1e-4)
@@ -340,7 +340,7 @@ def test_soft_vq_codeword_sigma_equals_brute_force_posterior_mean():
 
 
 def test_soft_vq_encoder_sigma_reads_extra_as_log_sigma():
-    sq = soft_vq(sigma="encoder").eval()
+    sq = soft_vq(sigma_source="encoder").eval()
     assert sq.extra_dim == 6 and sq.log_sigma is None
     gen = torch.Generator().manual_seed(9)
     z_e = torch.randn(15, 3, generator=gen) * 0.6
@@ -367,7 +367,7 @@ def test_soft_vq_straight_through_gradient_is_identity():
 def test_soft_vq_soft_gradient_matches_finite_differences(sigma_source):
     """gradient="soft": d sum(w * z_hat) reaches z_e, the codebook and log sigma through eq. 6-7."""
     b, K, d = 3, 4, 2
-    sq = soft_vq(num_codes=K, code_dim=d, gradient="soft", sigma=sigma_source).eval()
+    sq = soft_vq(num_codes=K, code_dim=d, gradient="soft", sigma_source=sigma_source).eval()
     gen = torch.Generator().manual_seed(11)
     set_params(sq, codebook=torch.randn(K, d, generator=gen) * 0.7)
     log_sigma = torch.rand(K if sigma_source == "codeword" else (b, K), generator=gen) - 0.5
@@ -491,7 +491,7 @@ def test_soft_vq_gradients_match_finite_differences():
     gen = torch.Generator().manual_seed(22)
     z_e = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
     for sigma_source in ("encoder", "codeword"):
-        sq = soft_vq(num_codes=4, code_dim=3, sigma=sigma_source, gradient="soft", noise_std=0.0).double().eval()
+        sq = soft_vq(num_codes=4, code_dim=3, sigma_source=sigma_source, gradient="soft", noise_std=0.0).double().eval()
         codebook = sq.codebook.detach().clone().requires_grad_()
         log_sigma = (0.3 * torch.randn(5, 4, generator=gen, dtype=torch.float64) if sigma_source == "encoder"
                      else torch.linspace(-0.4, 0.3, 4, dtype=torch.float64)).requires_grad_()
@@ -742,7 +742,7 @@ def test_vq_batch_perplexity():
 # ---------------------------------------------------------------------------------------------
 
 CONFIGS = [dict(bottleneck=name) for name in ("ae", "vae", "beta_vae", "info_dropout", "vq", "em_vq")] + [
-    dict(bottleneck="soft_vq", sigma=s, gradient=g, formula=f)
+    dict(bottleneck="soft_vq", sigma_source=s, gradient=g, formula=f)
     for s in ("codeword", "encoder") for g in ("straight_through", "soft") for f in ("paper", "published")
 ]
 

@@ -80,7 +80,7 @@ def test_published_code_flag_sets_the_published_settings_and_keeps_explicit_opti
                    "--out", str(out)])
     assert status == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["formula"] == "published" and config["sigma"] == "encoder" and config["latent_weight"] == 3.0
+    assert config["formula"] == "published" and config["sigma_source"] == "encoder" and config["latent_weight"] == 3.0
     assert config["batch_size"] == 16  # explicit beats the preset
 
 

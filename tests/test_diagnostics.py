@@ -24,7 +24,7 @@ def _brute(z, codebook, log_sigma):
 def test_diagnostics_match_a_brute_force_posterior(sigma_source):
     gen = torch.Generator().manual_seed(0)
     n, k, d = 40, 6, 8
-    bottleneck = SoftVectorQuantizer(num_codes=k, code_dim=d, sigma=sigma_source).double().eval()
+    bottleneck = SoftVectorQuantizer(num_codes=k, code_dim=d, sigma_source=sigma_source).double().eval()
     z = torch.randn(n, d, generator=gen, dtype=torch.float64)
     extra = 0.15 * torch.randn(n, k, generator=gen, dtype=torch.float64) if sigma_source == "encoder" else None
     if sigma_source == "codeword":
@@ -45,7 +45,7 @@ def test_diagnostics_match_a_brute_force_posterior(sigma_source):
 def test_a_smaller_sigma_beats_a_nearer_codeword_by_the_normaliser():
     """z = 0, mu_1 at distance 1 with sigma 1, mu_2 at distance 1.2 with sigma 0.9, d = 8:
     log-weights -0.5 and -1.44 / 1.62 + 8 log(1/0.9) = -0.046, so the farther codeword wins."""
-    bottleneck = SoftVectorQuantizer(num_codes=2, code_dim=8, sigma="codeword").double().eval()
+    bottleneck = SoftVectorQuantizer(num_codes=2, code_dim=8, sigma_source="codeword").double().eval()
     with torch.no_grad():
         bottleneck.codebook.zero_()
         bottleneck.codebook[0, 0], bottleneck.codebook[1, 0] = 1.0, -1.2

@@ -45,7 +45,7 @@ def test_mlp_encoder_and_decoder_layout(bottleneck, extra):
 
 
 def test_soft_vq_encoder_sigma_head_has_width_num_codes():
-    config = vqlib.RunConfig(bottleneck="soft_vq", sigma="encoder", code_dim=16, num_codes=32)
+    config = vqlib.RunConfig(bottleneck="soft_vq", sigma_source="encoder", code_dim=16, num_codes=32)
     model = vqlib.Autoencoder.from_config(config, input_shape=(784,))
     assert list(model.encoder.children())[-1].out_features == 16 + 32
 

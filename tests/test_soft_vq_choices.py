@@ -13,7 +13,7 @@ from vqlib.evaluation import clustering_accuracy, evaluate_latents
 
 
 def test_a_shared_sigma_is_one_parameter_and_its_posterior_is_a_softmax_of_distances():
-    sq = SoftVectorQuantizer(num_codes=5, code_dim=3, sigma="shared", noise_std=0.0).double().eval()
+    sq = SoftVectorQuantizer(num_codes=5, code_dim=3, sigma_source="shared", noise_std=0.0).double().eval()
     assert sq.log_sigma.shape == (1,) and sq.extra_dim == 0
     with torch.no_grad():
         sq.log_sigma.fill_(math.log(0.7))
@@ -26,7 +26,7 @@ def test_a_shared_sigma_is_one_parameter_and_its_posterior_is_a_softmax_of_dista
 
 
 def test_proportional_noise_follows_the_spread_of_the_codes():
-    sq = SoftVectorQuantizer(num_codes=4, code_dim=6, noise_std=0.2, sigma="shared", noise_scale="proportional",
+    sq = SoftVectorQuantizer(num_codes=4, code_dim=6, noise_std=0.2, sigma_source="shared", noise_scale="proportional",
                              gradient="soft").train()
     gen = torch.Generator().manual_seed(1)
     for scale in (0.5, 8.0):
@@ -38,7 +38,7 @@ def test_proportional_noise_follows_the_spread_of_the_codes():
         assert spread == pytest.approx(scale, rel=0.05)
         _, aux = sq(z, None, eps)
         # the same as a fixed noise of std noise_std * spread(z_e)
-        expected = SoftVectorQuantizer(num_codes=4, code_dim=6, noise_std=0.2 * spread, sigma="shared",
+        expected = SoftVectorQuantizer(num_codes=4, code_dim=6, noise_std=0.2 * spread, sigma_source="shared",
                                        gradient="soft").train()
         expected.load_state_dict(sq.state_dict())
         _, ref = expected(z, None, eps)

@@ -113,7 +113,7 @@ def test_a_worker_killed_mid_run_is_rerun_and_resumes_from_its_checkpoint(tmp_pa
 def test_fields_a_bottleneck_does_not_read_do_not_change_its_run(tmp_path):
     base = RunConfig(**{**TINY, "num_iterations": 20})
     ae = base.replace(bottleneck="ae", num_codes=16)
-    same_ae = base.replace(bottleneck="ae", num_codes=64, temperature=3.0, sigma="codeword", beta=5.0)
+    same_ae = base.replace(bottleneck="ae", num_codes=64, temperature=3.0, sigma_source="codeword", beta=5.0)
     assert run_name(ae) == run_name(same_ae) and ae.canonical() == same_ae.canonical()
     assert run_name(base.replace(bottleneck="vq", num_codes=16)) != run_name(base.replace(bottleneck="vq", num_codes=64))
     assert run_name(base.replace(bottleneck="vq", temperature=3.0)) == run_name(base.replace(bottleneck="vq"))

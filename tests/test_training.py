@@ -143,7 +143,7 @@ def test_evaluate_raw_and_summary(digits):
 
 def test_published_code_config_trains(digits):
     config = RunConfig.published_code(**{**SMALL, "num_iterations": 30})
-    assert (config.noise_std, config.sigma, config.formula, config.reconstruction) == (0.0, "encoder", "published",
+    assert (config.noise_std, config.sigma_source, config.formula, config.reconstruction) == (0.0, "encoder", "published",
                                                                                       "nmse")
     result = train(config, dataset=digits, progress=False)
     assert np.isfinite(result.history[-1]["loss"])

@@ -22,7 +22,7 @@ APPLIES_TO = {
     "num_codes": _QUANTIZERS,
     "beta": ("vae", "beta_vae", "info_dropout", *_QUANTIZERS),
     "reduction": _QUANTIZERS,
-    **{name: ("soft_vq",) for name in ("noise_std", "noise_scale", "sigma", "gradient", "formula")},
+    **{name: ("soft_vq",) for name in ("noise_std", "noise_scale", "sigma_source", "gradient", "formula")},
     **{name: ("em_vq",) for name in ("em_update", "num_samples", "decay", "temperature")},
     "free_bits": ("vae", "beta_vae"),
 }
@@ -61,7 +61,7 @@ class RunConfig:
     noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
     noise_scale: str = _f("fixed", "soft_vq: noise std noise_std, or noise_std times the spread of z_e (its std over "
                                    "the batch)", NOISE_SCALES)
-    sigma: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
+    sigma_source: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
                                "one learned sigma per codeword, or one learned sigma shared by all codewords",
                     SIGMA_SOURCES)
     gradient: str = _f("straight_through", "soft_vq: decoder-input gradient path", GRADIENTS)
@@ -117,7 +117,7 @@ class RunConfig:
     def published_code(cls, **overrides) -> "RunConfig":
         """The authors' published MNIST notebook: no noise, per-input sigma head, their formula,
         straight-through, batch 64, normalised MSE + 3.0 * (codebook + 2.5 * commitment), element means."""
-        values = dict(bottleneck="soft_vq", noise_std=0.0, sigma="encoder", formula="published",
+        values = dict(bottleneck="soft_vq", noise_std=0.0, sigma_source="encoder", formula="published",
                       gradient="straight_through", batch_size=64, reconstruction="nmse", latent_weight=3.0,
                       beta=2.5, reduction="mean")
         return cls(**{**values, **overrides})

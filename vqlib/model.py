@@ -38,7 +38,7 @@ class Autoencoder(nn.Module):
             architecture = "cnn" if len(input_shape) == 3 else "mlp"
         bottleneck = make_bottleneck(
             config.bottleneck, code_dim=config.code_dim, num_codes=config.num_codes, beta=config.beta,
-            noise_std=config.noise_std, sigma=config.sigma, gradient=config.gradient, formula=config.formula,
+            noise_std=config.noise_std, sigma_source=config.sigma_source, gradient=config.gradient, formula=config.formula,
             reduction=config.reduction, em_update=config.em_update, num_samples=config.num_samples,
             decay=config.decay, temperature=config.temperature, noise_scale=config.noise_scale,
             free_bits=config.free_bits)

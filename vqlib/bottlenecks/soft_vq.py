@@ -70,10 +70,10 @@ class SoftVectorQuantizer(Bottleneck):
        noise relates to the scale of z_e, which grows in training: ``noise_scale="proportional"``
        multiplies the std by the spread of z_e (its std over the batch, averaged over d, detached).
     2. Mixture p(z_e') = sum_k 1/K N(z_e'; mu^(k), sigma_k^2 I) (eq. 4-5); sigma_k comes from a
-       per-input encoder head of width K read from ``extra`` as log sigma (``sigma="encoder"``: the
+       per-input encoder head of width K read from ``extra`` as log sigma (``sigma_source="encoder"``: the
        paper's "another layer with size K", and the published code's way), is one learned
-       parameter per codeword (``sigma="codeword"``), or one learned sigma shared by every codeword
-       (``sigma="shared"``: the sigma^(-d) normalisers then cancel in eq. 7), starting at ``init_sigma``.
+       parameter per codeword (``sigma_source="codeword"``), or one learned sigma shared by every codeword
+       (``sigma_source="shared"``: the sigma^(-d) normalisers then cancel in eq. 7), starting at ``init_sigma``.
     3. Decoder input: the posterior mean z_hat = sum_k mu^(k) p(mu^(k) | z_e') (eq. 6-7). With
        ``gradient="straight_through"`` the decoder sees z_e' + sg(z_hat - z_e') (as described under
        eq. 27); with ``"soft"`` it sees z_hat and gradients flow through the soft assignment.
@@ -86,7 +86,7 @@ class SoftVectorQuantizer(Bottleneck):
     """
 
     def __init__(self, num_codes: int, code_dim: int, beta: float = 2.5, noise_std: float = 0.1,
-                 sigma: str = "encoder", gradient: str = "straight_through", formula: str = "paper",
+                 sigma_source: str = "encoder", gradient: str = "straight_through", formula: str = "paper",
                  reduction: str = "sum", init_sigma: float = 1.0, noise_scale: str = "fixed"):
         super().__init__(code_dim)
         self.num_codes = check_positive_int("num_codes", num_codes)  # K
@@ -95,16 +95,16 @@ class SoftVectorQuantizer(Bottleneck):
         if not check_non_negative("init_sigma", init_sigma) > 0:
             raise ValueError(f"init_sigma={init_sigma!r} is not allowed: init_sigma must be > 0")
         self.register_scalar("noise_std", check_non_negative("noise_std", noise_std))  # std of the white noise on z_e
-        self.sigma_source = check_choice("sigma", sigma, SIGMA_SOURCES)
+        self.sigma_source = check_choice("sigma_source", sigma_source, SIGMA_SOURCES)
         self.gradient = check_choice("gradient", gradient, GRADIENTS)
         self.formula = check_choice("formula", formula, FORMULAS)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        self.extra_dim = num_codes if sigma == "encoder" else 0
+        self.extra_dim = num_codes if sigma_source == "encoder" else 0
         self.codebook = nn.Parameter(uniform_unit_scaling_(torch.empty(num_codes, code_dim)))  # (K, d)
         # sigma = "codeword": learned log sigma_k, starting at init_sigma (K,)
         # sigma = "codeword": learned log sigma_k (K,); "shared": one learned log sigma (1,); both start at init_sigma
         sizes = {"codeword": num_codes, "shared": 1}
-        self.log_sigma = (nn.Parameter(torch.full((sizes[sigma],), math.log(init_sigma))) if sigma in sizes else None)
+        self.log_sigma = (nn.Parameter(torch.full((sizes[sigma_source],), math.log(init_sigma))) if sigma_source in sizes else None)
         self.noise_scale = check_choice("noise_scale", noise_scale, NOISE_SCALES)
 
     def sample_noise(self, batch_size, generator=None, device=None):
@@ -114,7 +114,7 @@ class SoftVectorQuantizer(Bottleneck):
         """z_e (b, d), extra (b, K) log sigma or None, noise (b, d) eps -> z_q (b, d), aux.
 
         aux: "loss", "codebook", "commitment", "indices" (most probable codeword), "perplexity",
-        "responsibilities" (b, K), "sigma" (mean sigma, detached).
+        "responsibilities" (b, K), "mean_sigma" (sigma_k averaged over codewords and inputs, detached).
         """
         self.check_input(z_e, extra)
         eps = self.training_noise(z_e, noise)
@@ -137,5 +137,5 @@ class SoftVectorQuantizer(Bottleneck):
             "indices": indices,
             "perplexity": batch_perplexity(indices, self.num_codes),
             "responsibilities": responsibilities,
-            "sigma": torch.exp(log_sigma.detach()).mean(),
+            "mean_sigma": torch.exp(log_sigma.detach()).mean(),
         }
