@@ -741,7 +741,7 @@ def test_vq_batch_perplexity():
 # 9. every bottleneck trains end to end
 # ---------------------------------------------------------------------------------------------
 
-CONFIGS = [dict(bottleneck=name) for name in ("ae", "vae", "beta_vae", "info_dropout", "vq", "em_vq")] + [
+CONFIGS = [dict(bottleneck=name) for name in ("ae", "noisy_ae", "vae", "beta_vae", "info_dropout", "vq", "em_vq")] + [
     dict(bottleneck="soft_vq", sigma_source=s, gradient=g, formula=f)
     for s in ("codeword", "encoder") for g in ("straight_through", "soft") for f in ("paper", "published")
 ]

@@ -199,7 +199,7 @@ def float64(digits):
     torch.set_default_dtype(previous)
 
 
-@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae"])
+@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae", "noisy_ae"])
 def test_runs_trained_together_match_runs_trained_alone(float64, bottleneck, tmp_path):
     base = RunConfig(bottleneck=bottleneck, num_iterations=100, **{**SMALL, "log_every": 25})
     configs = [base, base.replace(seed=1, beta=0.5, noise_std=0.3, latent_weight=2.0, num_iterations=150)]
@@ -265,7 +265,7 @@ def test_configs_that_cannot_share_a_stack_are_refused(digits):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae"])
+@pytest.mark.parametrize("bottleneck", ["soft_vq", "em_vq", "vae", "noisy_ae"])
 def test_runs_train_together_on_cuda(digits, bottleneck):
     config = RunConfig(bottleneck=bottleneck, num_iterations=60, device="cuda", **{**SMALL, "log_every": 20})
     together = train_many([config, config.replace(seed=1, beta=0.5)], dataset=digits, progress=False)

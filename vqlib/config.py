@@ -22,7 +22,8 @@ APPLIES_TO = {
     "num_codes": _QUANTIZERS,
     "beta": ("vae", "beta_vae", "info_dropout", *_QUANTIZERS),
     "reduction": _QUANTIZERS,
-    **{name: ("soft_vq",) for name in ("noise_std", "noise_scale", "sigma_source", "gradient", "formula")},
+    **{name: ("soft_vq", "noisy_ae") for name in ("noise_std", "noise_scale")},
+    **{name: ("soft_vq",) for name in ("sigma_source", "gradient", "formula")},
     **{name: ("em_vq",) for name in ("em_update", "num_samples", "decay", "temperature")},
     "free_bits": ("vae", "beta_vae"),
 }
@@ -58,8 +59,8 @@ class RunConfig:
     beta: float | None = _f(None, "KL weight (vae, beta_vae, info_dropout) or commitment weight (vq family); "
                                   "default: the bottleneck's own (vae 1, beta_vae 20, info_dropout 1, vq and em_vq 0.25, "
                                   "soft_vq 2.5 as in the published code; the paper gives none)")
-    noise_std: float = _f(0.1, "soft_vq: std of the white noise added to z_e during training (0: none)")
-    noise_scale: str = _f("fixed", "soft_vq: noise std noise_std, or noise_std times the spread of z_e (its std over "
+    noise_std: float = _f(0.1, "soft_vq, noisy_ae: std of the white noise added to z_e during training (0: none)")
+    noise_scale: str = _f("fixed", "soft_vq, noisy_ae: noise std noise_std, or noise_std times the spread of z_e (its std over "
                                    "the batch)", NOISE_SCALES)
     sigma_source: str = _f("encoder", "soft_vq: sigmas from a per-input encoder head of width K (paper and published code), "
                                "one learned sigma per codeword, or one learned sigma shared by all codewords",

@@ -10,6 +10,7 @@ codes; :func:`model_diagnostics` for a trained model on a dataset's test split.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -27,12 +28,14 @@ def soft_vq_diagnostics(bottleneck: SoftVectorQuantizer, z_e: torch.Tensor, extr
     averaged over inputs; sigma_spread_inputs: std over inputs of log sigma, averaged over codewords;
     normaliser_spread / distance_spread: the range over codewords of d log sigma_k and of
     ||z - mu_k||^2 / (2 sigma_k^2), averaged over inputs (nats); z_norm: mean ||z_e||; noise_norm:
-    noise_std sqrt(d), the typical norm of the training noise; perplexity: of the most probable codes.
+    s sqrt(d), the typical norm of the training noise of std s (noise_std, times the spread of
+    these z_e when the noise is proportional); perplexity: of the most probable codes.
     """
     if not isinstance(bottleneck, SoftVectorQuantizer):
         raise ValueError(f"bottleneck is a {type(bottleneck).__name__}: these diagnostics are for soft_vq")
     bottleneck.check_input(z_e, extra)
     n, d = z_e.shape
+    proportional = bottleneck.noise_scale == "proportional"
     log_sigma = extra if bottleneck.sigma_source == "encoder" else bottleneck.log_sigma.expand(n, -1)  # (N, K)
     distances = squared_distances(z_e, bottleneck.codebook)  # (N, K)
     if bottleneck.formula == "paper":
@@ -53,7 +56,7 @@ def soft_vq_diagnostics(bottleneck: SoftVectorQuantizer, z_e: torch.Tensor, extr
         "normaliser_spread": float((normaliser.max(-1).values - normaliser.min(-1).values).mean()),
         "distance_spread": float((scaled.max(-1).values - scaled.min(-1).values).mean()),
         "z_norm": float(z_e.norm(dim=-1).mean()),
-        "noise_norm": float(bottleneck.noise_std) * math.sqrt(d),
+        "noise_norm": float(bottleneck.noise_std) * math.sqrt(d) * (float(z_e.std(0).mean()) if proportional else 1.0),
         "perplexity": float(perplexity_from_counts(code_counts(most_probable, bottleneck.num_codes))),
     }
 
@@ -68,3 +71,56 @@ def model_diagnostics(model, dataset, batch_size: int = 1000) -> dict:
     z_e = torch.cat([h[0] for h in heads])
     extra = torch.cat([h[1] for h in heads]) if heads[0][1] is not None else None
     return soft_vq_diagnostics(model.bottleneck, z_e, extra)
+
+
+def diagnostics_over_training(configs, steps, dataset) -> list[dict]:
+    """:func:`model_diagnostics` of soft VQ-VAEs at each of ``steps`` of their training.
+
+    The runs of ``configs`` (one batch of :func:`vqlib.training.train_many`) train to each step in
+    turn, resuming exactly from their checkpoints in a temporary folder, so each row is the model that
+    a run of that many steps would be. Returns one row per run and step: ``run`` (its index in
+    ``configs``), ``step`` and the diagnostics; step 0 is the initialisation.
+    """
+    import tempfile
+
+    from .model import Autoencoder
+    from .training import train_many
+    from .utils import set_seed
+
+    steps = sorted(set(int(s) for s in steps))
+    if not steps or steps[0] < 0:
+        raise ValueError(f"steps={steps!r} is not allowed: give training steps >= 0")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vqlib-diagnostics-") as folder:
+        out_dirs = [Path(folder) / str(i) for i in range(len(configs))]
+        for step in steps:
+            if step == 0:  # the initial weights, as training draws them from each run's seed
+                models = []
+                for config in configs:
+                    set_seed(config.seed)
+                    models.append(Autoencoder.from_config(config, dataset.input_shape).to(dataset.x_test.device))
+            else:
+                staged = [c.replace(num_iterations=step, checkpoint_every=step) for c in configs]
+                models = [r.model for r in train_many(staged, out_dirs, dataset=dataset, progress=False)]
+            rows += [{"run": i, "step": step, **model_diagnostics(m, dataset)} for i, m in enumerate(models)]
+    return rows
+
+
+def loss_still_falling(history: list, fraction: float = 0.2) -> dict:
+    """How much a run's logged loss still fell over the last ``fraction`` of its steps.
+
+    Returns ``drop`` (loss at the start of that stretch minus the last logged loss; > 0: still
+    falling), ``relative`` (the drop as a share of the whole fall since the first logged loss) and
+    ``steps`` (the length of the stretch). A relative drop of a few per cent means the curve has
+    levelled off at this learning rate; NaN when fewer than two points were logged.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction={fraction!r} is not allowed: give a number in (0, 1)")
+    points = [(h["step"], h["loss"]) for h in history if math.isfinite(h["loss"])]
+    if len(points) < 2:
+        return {"drop": math.nan, "relative": math.nan, "steps": 0}
+    last_step, last = points[-1]
+    start = last_step - fraction * last_step
+    before = [loss for step, loss in points if step <= start] or [points[0][1]]
+    drop, fall = before[-1] - last, points[0][1] - last
+    return {"drop": drop, "relative": drop / fall if fall > 0 else math.nan, "steps": last_step - start}

@@ -21,12 +21,15 @@ from pathlib import Path
 
 from .bottlenecks import BOTTLENECKS
 from .config import RunConfig
+from .factors import FACTORS
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device, set_seed
 from .validation import (check_number, flag, integer, integers, number, numbers, one_of, some_of, text,
                          widths)
 
-#: The book's parameter sets: ``default`` is each page's parameters cell, the others are in notebooks/params/.
-PARAM_SETS = ("default", "smoke", "paper")
+#: The book's parameter sets: ``default`` is each page's parameters cell, the others are in notebooks/params/:
+# default: the book (a 2-core CPU, 30 minutes in all); smoke: CI, seconds a page; full: a CPU afternoon for the
+# pages that define one (the others run their default); paper: the papers' protocols, on a GPU
+PARAM_SETS = ("default", "smoke", "full", "paper")
 
 __all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "finish", "page_parameters", "save_json", "save_table",
            "seed_summary", "start"]
@@ -83,10 +86,19 @@ RULES = {
     "temperature_seeds": integer(),
     "torch_threads": integer(minimum=0),  # 0: torch's default
     # evaluation and display
+    # the soft VQ-VAE's open choices (vqlib.factors): levels of each factor, the first one the centre
+    "design_kind": one_of(("one_at_a_time", "factorial")),
+    "recipes": some_of(FACTORS["recipe"]),  # "published,paper"
+    "formulas": some_of(FACTORS["formula"]),
+    "sigma_sources": some_of(FACTORS["sigma_source"]),
+    "noises": some_of(FACTORS["noise"]),
+    "controls": some_of(("ae", "vq")),  # models trained beside the soft VQ-VAE under the same recipe
+    "diagnostic_points": integer(minimum=2),  # training steps at which the estimator is inspected
     "n_init": integer(),
     "classifier_iterations": integer(),
     "include_raw": flag(),
     "include_untrained": flag(),
+    "kmeans_seeds": integer(),  # k-means restarts of the evaluation-noise measurement
     "n_images": integer(),
     "samples_per_image": integer(),
     "n_neighbors": integer(),

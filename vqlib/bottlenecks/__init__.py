@@ -8,7 +8,7 @@ from .base import (Bottleneck, CodebookUsage, code_counts, perplexity_from_count
                    uniform_unit_scaling_)
 from .em_vq import EM_UPDATES, EMVectorQuantizer
 from .gaussian import VAE, gaussian_kl, gaussian_kl_per_dim
-from .identity import Identity
+from .identity import Identity, NoisyIdentity
 from .information_dropout import InformationDropout, information_dropout_alpha, information_dropout_kl
 from .soft_vq import SoftVectorQuantizer, log_responsibilities, posterior_mean, published_responsibilities
 from .vq import VectorQuantizer
@@ -16,6 +16,7 @@ from .vq import VectorQuantizer
 # name -> (class, default keyword arguments)
 BOTTLENECKS = {
     "ae": (Identity, {}),
+    "noisy_ae": (NoisyIdentity, {}),  # a control: the autoencoder with the soft VQ-VAE's latent noise
     "vae": (VAE, {"beta": 1.0}),
     "beta_vae": (VAE, {"beta": 20.0}),  # Table 1 (MNIST); Table 2 uses beta = 100
     "info_dropout": (InformationDropout, {}),
@@ -41,7 +42,7 @@ def make_bottleneck(name: str, code_dim: int, num_codes: int | None = None, **kw
 
 __all__ = [
     "BOTTLENECKS", "EM_UPDATES", "QUANTIZERS", "Bottleneck", "CodebookUsage", "code_counts", "EMVectorQuantizer", "Identity",
-    "InformationDropout", "SoftVectorQuantizer", "VAE", "VectorQuantizer", "gaussian_kl", "gaussian_kl_per_dim",
+    "InformationDropout", "NoisyIdentity", "SoftVectorQuantizer", "VAE", "VectorQuantizer", "gaussian_kl", "gaussian_kl_per_dim",
     "information_dropout_alpha", "information_dropout_kl", "log_responsibilities", "make_bottleneck",
     "perplexity_from_counts", "posterior_mean", "published_responsibilities", "squared_distances",
     "uniform_unit_scaling_",

@@ -147,3 +147,18 @@ class Bottleneck(nn.Module):
 def standard_normal(batch_size: int, code_dim: int, generator, device) -> torch.Tensor:
     """eps ~ N(0, I) of shape (batch_size, code_dim), from ``generator`` (the global one when None)."""
     return torch.randn(batch_size, code_dim, generator=generator, device=device)
+
+
+# the latent noise's std: noise_std / noise_std times the spread of z_e (its std over the batch, averaged over d)
+NOISE_SCALES = ("fixed", "proportional")
+
+
+def noisy_code(z_e: torch.Tensor, eps: torch.Tensor | None, noise_std, noise_scale: str) -> torch.Tensor:
+    """z_e' = z_e + s eps, the soft VQ-VAE's "Noisy Latent Codes": s = noise_std (``"fixed"``) or
+    noise_std times the spread of z_e (``"proportional"``, detached), so the noise keeps its size
+    relative to codes that grow in training. ``eps`` None (evaluation): z_e unchanged."""
+    if eps is None:
+        return z_e
+    if noise_scale == "proportional":
+        eps = eps * z_e.detach().std(0).mean()
+    return z_e + noise_std * eps

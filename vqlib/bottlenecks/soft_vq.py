@@ -8,13 +8,11 @@ import torch
 from torch import nn
 
 from ..validation import check_choice, check_non_negative, check_positive_int
-from .base import Bottleneck, squared_distances, standard_normal, uniform_unit_scaling_
+from .base import NOISE_SCALES, Bottleneck, noisy_code, squared_distances, standard_normal, uniform_unit_scaling_
 from .vq import REDUCTIONS, batch_perplexity, latent_terms
 
 # one learned sigma per codeword / a per-input encoder head of width K / one learned sigma for all codewords
 SIGMA_SOURCES = ("codeword", "encoder", "shared")
-# the training noise: std noise_std / noise_std times the spread of z_e (its std over the batch, averaged over d)
-NOISE_SCALES = ("fixed", "proportional")
 GRADIENTS = ("straight_through", "soft")  # decoder-input gradient: copied to z_e (under eq. 27) / through eq. 6-7
 FORMULAS = ("paper", "published")  # eq. 5-7 in log space / the authors' notebook formula
 
@@ -117,10 +115,7 @@ class SoftVectorQuantizer(Bottleneck):
         "responsibilities" (b, K), "mean_sigma" (sigma_k averaged over codewords and inputs, detached).
         """
         self.check_input(z_e, extra)
-        eps = self.training_noise(z_e, noise)
-        if eps is not None and self.noise_scale == "proportional":  # the noise follows the spread of the codes
-            eps = eps * z_e.detach().std(0).mean()
-        noisy = z_e + self.noise_std * eps if eps is not None else z_e  # z_e' (b, d), "Noisy Latent Codes"
+        noisy = noisy_code(z_e, self.training_noise(z_e, noise), self.noise_std, self.noise_scale)  # z_e' (b, d)
         log_sigma = extra if self.sigma_source == "encoder" else self.log_sigma  # (b, K), (K,) or (1,)
         if self.formula == "paper":
             responsibilities = log_responsibilities(noisy, self.codebook, log_sigma).exp()  # (b, K), eq. 5 and 7
