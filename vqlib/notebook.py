@@ -31,8 +31,8 @@ from .validation import (check_number, flag, integer, integers, number, numbers,
 # pages that define one (the others run their default); paper: the papers' protocols, on a GPU
 PARAM_SETS = ("default", "smoke", "full", "paper")
 
-__all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "finish", "page_parameters", "save_json", "save_table",
-           "seed_summary", "start"]
+__all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "claim_list", "finish", "interval", "page_parameters",
+           "save_json", "save_table", "seed_summary", "start"]
 
 
 def _beta_or_default(name, value):
@@ -112,7 +112,9 @@ RULES = {
     "num_clusters": integer(),
     "cluster_std": number(),
     "bump_width": number(minimum=0, strict=True),
-    # numerical checks (pages 02 and 03); a name_min must be smaller than its name_max
+    # numerical checks (pages 02 and 03); a name_min must be smaller than its name_max. Page 02's three ranges:
+    # sigma, one width shared by every codeword (sigma_k = sigma, as vqlib.posterior_mean's float sigma);
+    # noise_std, the std of the white noise on z_e (as RunConfig.noise_std); sigma_k, unequal codeword widths (eq. 5)
     "dim": integer(),
     "num_instances": integer(),
     "mc_samples": integer(minimum=2),
@@ -125,7 +127,7 @@ RULES = {
     "num_sigmas": integer(minimum=2),
     "num_noise_levels": integer(minimum=2),
     **{f"{name}_{end}": number(minimum=0, strict=True)
-       for name in ("sigma", "noise", "sigma_k") for end in ("min", "max")},
+       for name in ("sigma", "noise_std", "sigma_k") for end in ("min", "max")},
 }
 
 
@@ -201,6 +203,30 @@ def seed_summary(frame, by, columns, digits: int = 3):
                             for m, s in zip(mean[c], std[c])] for c in columns}, index=mean.index)
     out["runs"] = grouped.size()
     return out
+
+
+def interval(result: dict, digits: int = 2) -> str:
+    """A :func:`vqlib.evaluation.paired_difference` result as text, the difference and its interval:
+    ``"+0.12 [+0.03, +0.20]"``; with fewer than two pairs (no interval) the difference and the number of pairs."""
+    difference, low, high = (result[k] for k in ("difference", "low", "high"))
+    if low != low or high != high:  # NaN: no interval
+        return f"{difference:+.{digits}f} (no interval: {result.get('pairs', 0)} pair(s))"
+    return f"{difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def claim_list(claims) -> str:
+    """Markdown bullets, one per ``(claim, holds, evidence)``: ``- **claim**: holds; evidence``.
+
+    ``holds`` is True ("holds"), False ("does not hold"), None ("not tested here") or a short text of its own
+    for an answer that is not yes or no ("shown at 2 of 5 K"); ``evidence`` is a sentence made from computed
+    values. A page's conclusions: ``display(Markdown(notebook.claim_list(...)))``."""
+    words = {True: "holds", False: "does not hold", None: "not tested here"}
+    lines = []
+    for claim, holds, evidence in claims:
+        if not (holds is None or isinstance(holds, str)):
+            holds = bool(holds)  # a NumPy bool counts too
+        lines.append(f"- **{claim}**: {words.get(holds, holds)}" + (f"; {evidence}" if evidence else "."))
+    return "\n".join(lines)
 
 
 def save_table(frame, session: Session, name: str) -> Path:
