@@ -27,7 +27,7 @@ browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	@chromium --version
 
-# Execute every notebook with papermill into $(BUILD)/src (PARAMS = default | smoke | paper).
+# Execute every notebook with papermill into $(BUILD)/src (PARAMS = default | smoke | full | paper).
 notebooks: setup
 	$(BIN)/python -m book.execute --params $(PARAMS) --out $(BUILD)
 
