@@ -33,8 +33,9 @@ NOTEBOOKS = [
     "08_information_bottleneck",
     "09_posterior_collapse",
     "07_reproducibility",
+    "10_soft_vq_investigation",
 ]
-SMOKE_BUDGET_S = 360  # nine notebooks, every code path on tiny data: about 40 s each
+SMOKE_BUDGET_S = 420  # ten notebooks, every code path on tiny data: about 40 s each
 SCREENSHOT_PAGE = "05_downstream_tasks"
 SCREENSHOT_FILE = "screenshots/downstream_tasks.png"
 

@@ -60,6 +60,8 @@ FAST = {
     # x 3 L); two of the seven linear-VAE KL weights (not a paper setting); one sample per image
     # (not a paper setting either: drawing a 28x28 image takes 784 passes of the decoder)
     "09_posterior_collapse": {"num_iterations": 3, "num_seeds": 1, "betas": "0.05,0.4", "samples_per_image": 1},
+    # one seed of each of the full factorial's 44 arms (36 soft VQ-VAEs and their controls)
+    "10_soft_vq_investigation": {"num_iterations": 3, "num_seeds": 1, "log_every": 1},
 }
 
 
