@@ -37,3 +37,18 @@ def test_page_02_ranges_have_rules_and_the_old_noise_name_has_none():
         assert "noise_min=0.03 has no rule" in str(error)
     else:
         raise AssertionError("noise_min should have no rule")
+
+
+def test_seed_paired_matches_the_seeds_of_the_two_arms_and_says_when_one_arm_repeats_a_seed():
+    import pandas as pd
+    import pytest
+
+    frame = pd.DataFrame({"model": ["a"] * 4 + ["b"] * 3, "seed": [0, 1, 2, 3, 2, 1, 0],
+                          "x": [1.0, 2.0, 3.0, 99.0, 1.0, 1.0, 1.0], "y": [0.0] * 7})
+    table = notebook.seed_paired(frame, "model", "a", "b", ["x", "y"])
+    assert list(table["measure"]) == ["x", "y"]
+    x = table.set_index("measure").loc["x"]
+    assert x["pairs"] == 3 and x["difference"] == 1.0  # seed 3 has no partner in b: left out
+    assert not table.set_index("measure").loc["y", "shown"]
+    with pytest.raises(ValueError, match="same seed"):
+        notebook.seed_paired(pd.concat([frame, frame]), "model", "a", "b", ["x"])

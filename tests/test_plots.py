@@ -107,3 +107,36 @@ def test_mean_std_from_summarize():
     assert ax.lines[-1].get_ydata()[0] == pytest.approx(1.5)  # the reference line
     with pytest.raises(ValueError, match="acc_mean"):
         plots.mean_std(summary, "setting", ["acc"])
+
+
+def _runs():
+    return pd.DataFrame([{"L": L, "free_bits": fb, "seed": s, "rate": 10.0 * L + s + 100 * fb, "gap": float(L)}
+                         for fb in (0.0, 0.25) for L in (0, 2, 8) for s in (0, 1)])
+
+
+def test_seed_dots_a_dot_per_seed_and_a_line_through_the_means_per_group():
+    fig = plots.seed_dots(_runs(), "L", ["rate", "gap"], by="free_bits", titles={"rate": "KL"})
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert ax.get_title() == "KL" and fig.axes[1].get_title() == "gap"
+    dots, means = ax.lines[0], ax.lines[1]  # group free_bits 0: 6 dots, then its 3 means
+    assert len(dots.get_xdata()) == 6
+    np.testing.assert_allclose(means.get_ydata(), [0.5, 20.5, 80.5])
+    np.testing.assert_allclose(ax.lines[3].get_ydata(), [25.5, 45.5, 105.5])  # free_bits 0.25
+    assert np.all(np.asarray(dots.get_xdata()) < np.asarray(ax.lines[2].get_xdata()))  # dodged apart
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2", "8"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["free_bits 0", "free_bits 0.25"]
+
+
+def test_seed_dots_categories_in_the_given_order_and_a_log_axis():
+    frame = pd.DataFrame({"model": ["em_vq", "vq", "vq", "em_vq"], "H": [2.0, 1.0, 3.0, 4.0]})
+    ax = plots.seed_dots(frame, "model", ["H"], order=["vq", "em_vq"]).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["vq", "em_vq"]
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [1, 0, 0, 1])
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), [2.0, 3.0])  # the means, in the given order
+    frame = pd.DataFrame({"K": [16, 16, 256, 256], "perplexity": [5.0, 7.0, 50.0, 70.0], "model": ["vq"] * 4})
+    ax = plots.seed_dots(frame, "K", ["perplexity"], by="model", logx=True).axes[0]
+    assert ax.get_xscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_xdata(), [16, 16, 256, 256])  # one group: no dodge
+    with pytest.raises(ValueError, match="swap"):
+        plots.seed_dots(frame, "K", ["swap"])

@@ -32,7 +32,7 @@ from .validation import (check_number, flag, integer, integers, number, numbers,
 PARAM_SETS = ("default", "smoke", "full", "paper")
 
 __all__ = ["PARAM_SETS", "RULES", "Session", "check_parameters", "claim_list", "finish", "interval", "page_parameters",
-           "save_json", "save_table", "seed_summary", "start"]
+           "save_json", "save_table", "seed_paired", "seed_summary", "start"]
 
 
 def _beta_or_default(name, value):
@@ -203,6 +203,25 @@ def seed_summary(frame, by, columns, digits: int = 3):
                             for m, s in zip(mean[c], std[c])] for c in columns}, index=mean.index)
     out["runs"] = grouped.size()
     return out
+
+
+def seed_paired(frame, key, a, b, measures, seed: int = 0):
+    """Seed-paired differences ``a - b`` of each of ``measures`` between the rows of ``frame`` (a pandas
+    DataFrame with a ``seed`` column) whose ``key`` is ``a`` and those whose ``key`` is ``b``, the seeds both
+    arms have matched, by :func:`vqlib.evaluation.paired_difference`. One row per measure: ``measure``,
+    ``difference``, ``low``, ``high``, ``shown``, ``pairs``."""
+    import pandas as pd
+
+    from .evaluation import paired_difference
+
+    left, right = (frame[frame[key] == v].set_index("seed") for v in (a, b))
+    for arm, value in ((left, a), (right, b)):
+        if not arm.index.is_unique:
+            raise ValueError(f"{key} = {value!r} has several rows with the same seed: select one setting first")
+    common = sorted(set(left.index) & set(right.index))
+    return pd.DataFrame([{"measure": m, **paired_difference(left.loc[common, m].astype(float).to_numpy(),
+                                                             right.loc[common, m].astype(float).to_numpy(), seed=seed)}
+                         for m in measures], columns=["measure", "difference", "low", "high", "shown", "pairs"])
 
 
 def interval(result: dict, digits: int = 2) -> str:

@@ -8,6 +8,7 @@ work for any bottleneck and dataset::
     plots.reconstruction_grid(x, torch.sigmoid(logits))       # (n, 784), (n, 64) or (n, 3, 32, 32)
     plots.codebook_usage(result.history, num_codes=128)       # perplexity and codes used per log interval
     plots.mean_std(vqlib.summarize(rows, by=("setting",)), "setting", ["clustering_acc", "nmi"])
+    plots.seed_dots(runs, "L", ["rate", "swap_gap"], by="free_bits")  # every seed a dot, the mean a line
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import numpy as np
 
 __all__ = ["as_images", "codebook_usage", "has_codebook_usage", "image_grid", "loss_curves", "mean_std",
-           "reconstruction_grid"]
+           "reconstruction_grid", "seed_dots"]
 
 LOSS_LABELS = {"loss": "total loss", "reconstruction": "reconstruction", "latent": "latent (bottleneck) loss"}
 
@@ -206,5 +207,56 @@ def mean_std(summary, x: str, metrics, labels=None, axes=None, reference=None):
         ax.set_xticks(positions, names, rotation=45, ha="right")
         ax.set_title((labels or {}).get(metric, metric))
         ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def seed_dots(frame, x: str, measures, by: str | None = None, order=None, titles=None, logx: bool = False, axes=None):
+    """One panel per measure: a dot per row of ``frame`` (one run, one seed) at its ``x``, and the mean of each ``x``.
+
+    A numeric ``x`` puts the dots at its values (``logx``: on a log axis) and joins the means by a line; any other
+    ``x`` is a category, in ``order`` (default: first appearance), its mean a short horizontal bar. ``by``: one
+    colour per group (in order of appearance), the groups dodged sideways so that they do not hide each other.
+    ``titles``: panel titles by measure (default: the measure's name).
+    """
+    import pandas as pd
+    from matplotlib.ticker import NullLocator
+
+    frame, measures = frame.reset_index(drop=True), list(measures)
+    missing = [c for c in [x, *measures, *([by] if by else [])] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame has no column(s) {missing}")
+    if axes is None:
+        fig, axes = _new_axes(len(measures), width=3.8, height=3.3)
+    else:
+        axes = list(np.ravel(axes))
+        fig = axes[0].figure
+    numeric = pd.api.types.is_numeric_dtype(frame[x])
+    levels = sorted(frame[x].unique()) if numeric else list(order if order is not None else dict.fromkeys(frame[x]))
+    place = (lambda v: float(v)) if numeric else levels.index
+    scale = (lambda v: np.log10(v)) if logx else (lambda v: v)
+    spots = np.array([scale(place(v)) for v in levels], dtype=float)
+    step = np.diff(spots).min() if len(spots) > 1 else 1.0
+    groups = list(dict.fromkeys(frame[by])) if by else [None]
+    for ax, measure in zip(axes, measures):
+        for i, group in enumerate(groups):
+            part = frame if by is None else frame[frame[by] == group]
+            shift = (i - (len(groups) - 1) / 2) * 0.2 * step
+            at = [scale(place(v)) + shift for v in part[x]]
+            label = None if by is None else f"{by} {group:g}" if isinstance(group, (int, float, np.number)) else str(group)
+            (dots,) = ax.plot([10 ** a for a in at] if logx else at, part[measure], "o", alpha=0.6, label=label)
+            means = part.groupby(x)[measure].mean().reindex([v for v in levels if v in set(part[x])])
+            where = [scale(place(v)) + shift for v in means.index]
+            ax.plot([10 ** a for a in where] if logx else where, means.to_numpy(), "-" if numeric else "_",
+                    ms=18, mew=2, color=dots.get_color(), alpha=0.5 if numeric else 0.9)
+        if logx:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_locator(NullLocator())  # only the levels are labelled
+        ax.set_xticks([10 ** s for s in spots] if logx else spots, [str(v) for v in levels])
+        ax.set_xlabel(x)
+        ax.set_title((titles or {}).get(measure, measure), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        if by:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
