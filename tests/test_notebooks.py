@@ -9,11 +9,13 @@ import papermill
 import pytest
 import yaml
 
+from vqlib.notebook import PARAM_SETS
+
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_the_book_has_its_nine_notebooks():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
+def test_the_book_has_its_ten_notebooks():
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -45,7 +47,7 @@ def test_parameter_sets_name_only_existing_parameters(path):
     sets = path.parent / "params" / f"{path.stem}.yml"
     assert sets.exists(), f"{sets} holds the smoke and paper parameter sets"
     overrides = yaml.safe_load(sets.read_text()) or {}
-    assert set(overrides) <= {"smoke", "paper"} and "smoke" in overrides
+    assert set(overrides) <= set(PARAM_SETS) - {"default"} and "smoke" in overrides
     names = set(papermill.inspect_notebook(str(path)))
     for name, values in overrides.items():
         assert set(values or {}) <= names, f"{name}: unknown {set(values) - names}"
