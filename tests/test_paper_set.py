@@ -42,7 +42,8 @@ N_TRAIN, N_TEST = 200, 100
 FAST = {
     # synthetic data, not MNIST: its tiny size is set here (the pairwise scores over 2000 test points
     # are the slow part); max_points stays at the paper's 2000, more than the 100 test points
-    "01_similarity_preservation": {"num_iterations": 3, "num_seeds": 1, "n_train": 200, "n_test": 100},
+    "01_similarity_preservation": {"num_iterations": 3, "decoder_iterations": 3, "num_seeds": 1, "n_train": 200,
+                                   "n_test": 100},
     # 02 and 03 train nothing, but their paper sample counts are not quick on a CPU, so they are
     # lowered; dimensions, K, noise levels, grids and bins stay. 02: the Monte Carlo draws of parts
     # (b) and (c) (the paper's 50000 at 20 noise levels in d = 64 with K = 128).

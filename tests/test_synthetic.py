@@ -7,7 +7,7 @@ from scipy.stats import spearmanr
 
 from vqlib.datasets import Dataset
 from vqlib.synthetic import (SyntheticDataset, bump_images, code_segments, moving_bump, similarity_scores,
-                             within_cluster_ss)
+                             within_cluster_ss, wound_code)
 
 
 def test_shapes_dtypes_and_range():
@@ -117,9 +117,68 @@ def test_similarity_scores_subsample_and_checks():
     x = np.random.default_rng(1).random((300, 5))
     a = similarity_scores(x, x[:, :2], max_points=100, seed=3)
     b = similarity_scores(x, x[:, :2], max_points=100, seed=3)
-    assert a == b and set(a) == {"trustworthiness", "spearman_input", "partition_ratio"}
+    assert a == b and set(a) == {"trustworthiness", "spearman_input", "partition_ratio", "partition_ari",
+                                 "partition_nmi"}
+    assert set(similarity_scores(x, x[:, :2], max_points=100, rank_correlations=False)) == set(a) - {"spearman_input"}
     with pytest.raises(ValueError, match="same number of rows"):
         similarity_scores(x, x[:10])
     with pytest.raises(ValueError, match="labels"):
         similarity_scores(x, x, labels=np.zeros(5))
     assert within_cluster_ss([[0.0], [2.0], [5.0]], [0, 0, 1]) == pytest.approx(2.0)
+
+
+def _pair_count_ari(a, b) -> float:
+    """Adjusted Rand index from a loop over every pair of rows (Hubert & Arabie's formula on pair counts)."""
+    both = same_a = same_b = pairs = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            pairs += 1
+            same_a += a[i] == a[j]
+            same_b += b[i] == b[j]
+            both += a[i] == a[j] and b[i] == b[j]
+    expected = same_a * same_b / pairs
+    return (both - expected) / ((same_a + same_b) / 2 - expected)
+
+
+def test_partition_agreement_against_pair_counts_and_a_closed_case():
+    """Four tight blobs in x; z keeps four tight blobs, but each holds half of two neighbouring x blobs. k-means
+    finds the blobs in both spaces, so the two partitions are known: ARI by counting pairs, NMI in closed form
+    (H(x) = H(z) = log 4, I = log 2: NMI = 1/2)."""
+    rng = np.random.default_rng(0)
+    blob = np.repeat(np.arange(4), 20)  # 80 rows, 20 per x blob
+    half = np.tile(np.repeat([0, 1], 10), 4)  # first or second half of each blob
+    z_blob = (blob + half) % 4  # z blob j: half of x blob j, half of x blob j - 1
+    x = 10.0 * np.eye(4)[blob] + 0.01 * rng.standard_normal((80, 4))
+    z = 10.0 * np.stack([np.cos(z_blob * np.pi / 2), np.sin(z_blob * np.pi / 2)], 1) + 0.01 * rng.standard_normal((80, 2))
+    scores = similarity_scores(x, z, num_clusters=4, labels=(z_blob + 2) % 4, max_points=80)
+    expected = _pair_count_ari(blob, z_blob)
+    assert expected == pytest.approx((8 * 45 - 760**2 / 3160) / (760 - 760**2 / 3160))  # n_ij = 10 in 8 cells
+    assert scores["partition_ari"] == pytest.approx(expected)
+    assert scores["code_partition_ari"] == pytest.approx(expected)  # the same partition under other ids
+    assert scores["partition_nmi"] == pytest.approx(0.5) and scores["code_partition_nmi"] == pytest.approx(0.5)
+    same = similarity_scores(x, x[:, ::-1] * 3.0, num_clusters=4, labels=blob, max_points=80)
+    assert same["partition_ari"] == pytest.approx(1.0) and same["partition_nmi"] == pytest.approx(1.0)
+    assert same["code_partition_ari"] == pytest.approx(1.0)
+
+
+def test_wound_code_is_injective_winds_and_scrambles_neighbourhoods():
+    t = np.linspace(0.0, 1.0, 401)
+    code = wound_code(t, turns=4, inner_radius=0.8, code_dim=3)
+    assert code.shape == (401, 3) and np.all(code[:, 2] == 0)
+    radius, angle = np.linalg.norm(code[:, :2], axis=1), np.arctan2(code[:, 1], code[:, 0])
+    np.testing.assert_allclose(radius, 0.8 + 0.2 * t)
+    # positions a quarter apart: the same angle, on neighbouring turns 0.2 / 4 apart
+    np.testing.assert_allclose(code[100:, :2] / radius[100:, None], code[:-100, :2] / radius[:-100, None], atol=1e-12)
+    np.testing.assert_allclose(radius[100:] - radius[:-100], 0.05)
+    np.testing.assert_allclose(np.cos(angle), np.cos(2 * np.pi * 4 * t), atol=1e-12)
+    distances = np.linalg.norm(code[:, None] - code[None], axis=-1) + np.eye(len(t))
+    assert distances.min() > 0  # injective
+    data = moving_bump(n_train=10, n_test=400, seed=0)
+    x, positions = data.x_test.numpy(), data.t_test.numpy()
+    wound = similarity_scores(x, wound_code(positions), num_clusters=6, rank_correlations=False)
+    straight = similarity_scores(x, positions[:, None], num_clusters=6, rank_correlations=False)
+    assert straight["trustworthiness"] > 0.99 and wound["trustworthiness"] < 0.9
+    assert straight["partition_ari"] > 0.9 and wound["partition_ari"] < 0.5
+    for kwargs, name in [(dict(turns=0), "turns"), (dict(inner_radius=0), "inner_radius"), (dict(code_dim=1), "code_dim")]:
+        with pytest.raises(ValueError, match=name):
+            wound_code(t, **kwargs)

@@ -272,3 +272,62 @@ def test_runs_train_together_on_cuda(digits, bottleneck):
     alone = train(config, dataset=digits, progress=False)
     assert together[0].device.type == "cuda" and together[0].diverged is None
     assert [r["loss"] for r in together[0].history] == pytest.approx([r["loss"] for r in alone.history], rel=1e-3)
+
+
+def test_fit_encoder_output_is_the_ridge_regression_and_keeps_the_extra_head(digits):
+    from vqlib.model import fit_encoder_output
+
+    vqlib.set_seed(0)
+    model = vqlib.Autoencoder.from_config(RunConfig(bottleneck="soft_vq", **{**SMALL, "num_codes": 8}), digits.input_shape)
+    head = model.encoder[-1]
+    extra_before = head.weight[:, 16:].detach().clone()
+    x = digits.x_train[:300]
+    with torch.no_grad():
+        features = torch.nn.Sequential(*list(model.encoder)[:-1])(x).double().numpy()  # (300, 256)
+    rng = np.random.default_rng(0)
+    code = features @ rng.standard_normal((256, 16)) + rng.standard_normal(16)  # a code the features express
+    rms = fit_encoder_output(model, x, code, ridge=0.0)
+    assert rms < 1e-6 * np.sqrt((code**2).sum(1).mean())
+    assert torch.equal(head.weight[:, 16:], extra_before)  # the sigma head is left alone
+    # with a ridge: numpy's least squares on the augmented system [H; sqrt(n ridge) I] w = [y; 0]
+    target = rng.standard_normal((300, 16))
+    fit_encoder_output(model, x, target, ridge=0.1)
+    centred = features - features.mean(0)
+    augmented = np.concatenate([centred, np.sqrt(300 * 0.1) * np.eye(256)])
+    w = np.linalg.lstsq(augmented, np.concatenate([target - target.mean(0), np.zeros((256, 16))]), rcond=None)[0]
+    np.testing.assert_allclose(head.weight[:, :16].detach().double().numpy(), w, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(head.bias[:16].detach().double().numpy(), target.mean(0) - features.mean(0) @ w,
+                               rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="code_dim"):
+        fit_encoder_output(model, x, code[:, :3])
+
+
+def test_warm_start_and_frozen_parameters(digits):
+    config = RunConfig(bottleneck="vq", num_iterations=40, **{**SMALL, "log_every": 20})
+    vqlib.set_seed(0)
+    own = vqlib.Autoencoder.from_config(config, digits.input_shape).state_dict()  # what seed 0 starts from anyway
+    plain, same = (train_many([config], dataset=digits, progress=False, init_states=init)[0]
+                   for init in (None, [own]))
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(value, same.model.state_dict()[name]), name
+    # the encoder of another seed, frozen: it comes out exactly as it went in; the rest trains
+    vqlib.set_seed(7)
+    other = vqlib.Autoencoder.from_config(config, digits.input_shape).state_dict()
+    encoder = {k: v for k, v in other.items() if k.startswith("encoder.")}
+    configs = [config, config.replace(seed=1)]
+    results = train_many(configs, dataset=digits, progress=False, init_states=[encoder, encoder], frozen="encoder")
+    for result in results:
+        state = result.model.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in encoder.items())
+        assert not torch.equal(state["decoder.0.weight"], other["decoder.0.weight"])
+        assert not torch.equal(state["bottleneck.codebook"], own["bottleneck.codebook"])
+    assert not torch.equal(results[0].model.state_dict()["decoder.0.weight"],
+                           results[1].model.state_dict()["decoder.0.weight"])  # each run its own decoder
+    with pytest.raises(ValueError, match="does not have"):
+        train_many([config], dataset=digits, progress=False, init_states=[{"encoder.9.weight": torch.zeros(1)}])
+    with pytest.raises(ValueError, match="shape"):
+        train_many([config], dataset=digits, progress=False, init_states=[{"decoder.0.weight": torch.zeros(2, 2)}])
+    with pytest.raises(ValueError, match="no parameter name starts with 'coder'"):
+        train_many([config], dataset=digits, progress=False, frozen="coder")
+    with pytest.raises(ValueError, match="run folder"):
+        train_many([config], ["somewhere"], dataset=digits, progress=False, init_states=[encoder])

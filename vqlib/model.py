@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from .bottlenecks import Bottleneck, make_bottleneck
-from .networks import make_networks
+from .networks import CNNEncoder, MLPEncoder, make_networks
 from .pixelcnn import PixelCNNDecoder
+from .validation import check_number
 
 
 class Autoencoder(nn.Module):
@@ -84,3 +85,38 @@ class Autoencoder(nn.Module):
         z_e, extra = self.encode_heads(x)
         z_q, aux = self.bottleneck(z_e, extra, noise)
         return self.decode(z_q, x), z_e, aux
+
+
+@torch.no_grad()
+def fit_encoder_output(model: Autoencoder, x: torch.Tensor, code, ridge: float = 1e-6) -> float:
+    """Set the encoder's output layer so that z_e is close to ``code`` on ``x``; return the fit's RMS error.
+
+    x (n, *input_shape), code (n, d). The hidden layers keep their weights; the z_e columns of the output
+    layer become the ridge regression of ``code`` on the last hidden features h (n, m):
+    W = (H^T H / n + ridge I)^+ H^T (code - mean code) / n, with H the centred features and ^+ the
+    pseudo-inverse; bias = mean code - (mean h) W.
+    The columns of an extra head (log-variances, sigmas, ...) are left as they were. A way to start training
+    from a chosen code, e.g. :func:`vqlib.synthetic.wound_code`.
+    """
+    encoder = model.encoder
+    if isinstance(encoder, MLPEncoder):
+        features, head = nn.Sequential(*list(encoder)[:-1]), encoder[-1]
+    elif isinstance(encoder, CNNEncoder):
+        features, head = encoder.features, encoder.head
+    else:
+        raise TypeError(f"fit_encoder_output needs an MLP or CNN encoder, not {type(encoder).__name__}")
+    check_number("ridge", ridge)
+    d = model.bottleneck.code_dim
+    device = head.weight.device
+    code = torch.as_tensor(code, dtype=torch.float64, device=device).reshape(len(x), -1)
+    if code.shape[1] != d:
+        raise ValueError(f"code has {code.shape[1]} columns, the model's code_dim is {d}")
+    h = features(x.to(device)).double()  # (n, m)
+    h_mean, code_mean = h.mean(0), code.mean(0)
+    centred = h - h_mean
+    gram = centred.T @ centred / len(h) + ridge * torch.eye(h.shape[1], dtype=h.dtype, device=device)
+    # the pseudo-inverse: with ridge = 0 and dead or repeated features the Gram matrix is singular
+    weight = torch.linalg.pinv(gram, hermitian=True) @ (centred.T @ (code - code_mean) / len(h))  # (m, d)
+    head.weight[:, :d] = weight.to(head.weight.dtype)  # Dense stores (in, out)
+    head.bias[:d] = (code_mean - h_mean @ weight).to(head.bias.dtype)
+    return float((model.encode(x.to(device)).double() - code).pow(2).sum(-1).mean().sqrt())

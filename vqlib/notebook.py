@@ -45,6 +45,14 @@ def _beta_or_default(name, value):
                          "default") from None
 
 
+def _fraction(name, value):
+    """A number in (0, 1]."""
+    value = check_number(name, value, strict=True)
+    if value > 1:
+        raise ValueError(f"{name}={value!r} is not allowed: {name} must be a number in (0, 1]")
+    return value
+
+
 #: What each parameter of the book's pages allows, by name: one name means one thing on every page.
 #: A rule is ``rule(name, value) -> value`` (see :mod:`vqlib.validation`); list rules return the parsed list.
 RULES = {
@@ -79,6 +87,8 @@ RULES = {
     "temperatures": numbers(minimum=0),  # "0.3,1,3": EM's tau, each > 0
     "num_iterations": integer(),
     "soft_vq_iterations": integer(minimum=0),  # 0: num_iterations
+    "decoder_iterations": integer(minimum=0),  # steps fitting a decoder to a given code, encoder frozen (0: none)
+    "decoder_lr": number(minimum=0, strict=True),  # Adam learning rate of that fit
     "batch_size": integer(),
     "lr": number(minimum=0, strict=True),
     "log_every": integer(),
@@ -112,6 +122,8 @@ RULES = {
     "num_clusters": integer(),
     "cluster_std": number(),
     "bump_width": number(minimum=0, strict=True),
+    "wound_turns": number(minimum=0, strict=True),  # vqlib.synthetic.wound_code
+    "wound_inner_radius": _fraction,  # in (0, 1]
     # numerical checks (pages 02 and 03); a name_min must be smaller than its name_max. Page 02's three ranges:
     # sigma, one width shared by every codeword (sigma_k = sigma, as vqlib.posterior_mean's float sigma);
     # noise_std, the std of the white noise on z_e (as RunConfig.noise_std); sigma_k, unequal codeword widths (eq. 5)

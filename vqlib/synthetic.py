@@ -21,7 +21,12 @@ Everything is a deterministic function of the arguments (``numpy.random.default_
 
 ``similarity_scores(x, z, truth)`` measures how well a representation ``z`` of the rows of ``x`` keeps
 their similarity structure (trustworthiness, rank correlation of pairwise distances with the inputs and with
-the ground truth, and how compact clusters found in ``z`` are in input space).
+the ground truth, how compact clusters found in ``z`` are in input space, and how well they agree with the
+clusters found in ``x``).
+
+``wound_code(t, turns)`` is a code that keeps no similarity structure but loses no information: a spiral
+that puts positions ``1 / turns`` apart (dissimilar inputs) on neighbouring turns, the arbitrary injective
+encoder mapping of the paper's Fig. 1(a).
 """
 
 from __future__ import annotations
@@ -31,11 +36,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .validation import check_non_negative, check_positive_int
+from .validation import check_non_negative, check_number, check_positive_int
 from .datasets import Dataset
 
 __all__ = ["SyntheticDataset", "bump_images", "code_segments", "moving_bump", "similarity_scores",
-           "within_cluster_ss"]
+           "within_cluster_ss", "wound_code"]
 
 MAX_CLUSTERS = 10  # labels must fit Dataset.num_classes (the ten classes 0..9)
 
@@ -105,6 +110,26 @@ def moving_bump(n_train: int = 2000, n_test: int = 1000, input_dim: int = 32, nu
                             t_test=t_test, centres=tuple(float(c) for c in centres), bump_width=float(bump_width))
 
 
+def wound_code(t, turns: float = 4.0, inner_radius: float = 0.8, code_dim: int = 2) -> np.ndarray:
+    """A spiral code of the positions t (n,) -> (n, code_dim) float64: injective, and not similarity-preserving.
+
+    z(t) = r(t) (cos 2 pi turns t, sin 2 pi turns t, 0, ...), r(t) = inner_radius + (1 - inner_radius) t, so
+    t in [0, 1] winds ``turns`` times around the origin while the radius grows from ``inner_radius`` to 1.
+    Positions ``1 / turns`` apart sit on neighbouring turns, ``(1 - inner_radius) / turns`` apart, while
+    nearby positions stay nearby along a turn: every position keeps its own code (a decoder can invert it),
+    but codes close together can belong to very different inputs. Coordinates beyond the second are 0.
+    """
+    check_positive_int("code_dim", code_dim, minimum=2)
+    check_number("turns", turns, strict=True)
+    if isinstance(inner_radius, bool) or not isinstance(inner_radius, (int, float)) or not 0 < inner_radius <= 1:
+        raise ValueError(f"inner_radius={inner_radius!r} is not allowed: inner_radius must be a number in (0, 1]")
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    angle, radius = 2 * np.pi * turns * t, inner_radius + (1 - inner_radius) * t
+    code = np.zeros((len(t), code_dim))
+    code[:, 0], code[:, 1] = radius * np.cos(angle), radius * np.sin(angle)
+    return code
+
+
 def within_cluster_ss(x, labels) -> float:
     """Sum over clusters of the squared Euclidean distances of the rows of ``x`` to their cluster mean."""
     x, labels = np.asarray(x, dtype=np.float64), np.asarray(labels)
@@ -118,7 +143,7 @@ def code_segments(truth, labels) -> int:
 
 
 def similarity_scores(x, z, truth=None, n_neighbors: int = 10, num_clusters: int = 4, labels=None,
-                      max_points: int = 1000, seed: int = 0) -> dict:
+                      max_points: int = 1000, seed: int = 0, rank_correlations: bool = True) -> dict:
     """How well the representation ``z`` (n, d) keeps the similarity structure of the inputs ``x`` (n, D).
 
     * ``trustworthiness``: :func:`sklearn.manifold.trustworthiness` with ``n_neighbors``; 1 when every point's
@@ -129,19 +154,23 @@ def similarity_scores(x, z, truth=None, n_neighbors: int = 10, num_clusters: int
     * ``partition_ratio``: k-means with ``num_clusters`` clusters on ``z``; the inputs' within-cluster sum of
       squares under that partition divided by the one of k-means run on ``x`` itself. Near 1: the clusters of
       ``z`` are as compact in input space as the best ones found there directly; larger: they mix dissimilar inputs.
-    * ``code_partition_ratio`` (if ``labels``, e.g. a quantizer's code indices, are given): the same ratio for
-      that partition.
+    * ``partition_ari``, ``partition_nmi``: agreement of the same two partitions (k-means on ``z``, k-means on
+      ``x``): adjusted Rand index (1: the same partition, 0: no more pairs grouped alike than by chance) and
+      normalised mutual information (arithmetic normalisation, 1: the same partition, 0: independent).
+    * ``code_partition_ratio``, ``code_partition_ari``, ``code_partition_nmi`` (if ``labels``, e.g. a
+      quantizer's code indices, are given): the same scores for that partition.
     * ``code_segments`` (if ``labels`` and a one-dimensional ``truth`` are given): the number of maximal runs of
       equal labels along the sorted ground truth; it equals the number of distinct labels when every label owns
       one interval of the truth, and grows when the labels interleave.
 
     Rows beyond ``max_points`` are left out (a fixed random subset drawn with ``seed``); k-means uses 5
-    initialisations and ``seed``.
+    initialisations and ``seed``. ``rank_correlations=False`` leaves out the two Spearman scores (the slow part).
     """
     from scipy.spatial.distance import pdist
     from scipy.stats import spearmanr
     from sklearn.cluster import KMeans
     from sklearn.manifold import trustworthiness
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
@@ -158,15 +187,19 @@ def similarity_scores(x, z, truth=None, n_neighbors: int = 10, num_clusters: int
     if n > max_points:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
     x, z = x[keep], z[keep]
-    scores = {"trustworthiness": float(trustworthiness(x, z, n_neighbors=n_neighbors)),
-              "spearman_input": float(spearmanr(pdist(x), pdist(z)).statistic)}
-    if truth is not None:
-        scores["spearman_truth"] = float(spearmanr(pdist(truth[keep]), pdist(z)).statistic)
+    scores = {"trustworthiness": float(trustworthiness(x, z, n_neighbors=n_neighbors))}
+    if rank_correlations:
+        scores["spearman_input"] = float(spearmanr(pdist(x), pdist(z)).statistic)
+        if truth is not None:
+            scores["spearman_truth"] = float(spearmanr(pdist(truth[keep]), pdist(z)).statistic)
     kmeans = lambda data: KMeans(num_clusters, n_init=5, random_state=seed).fit_predict(data)  # noqa: E731
-    reference = within_cluster_ss(x, kmeans(x))
-    scores["partition_ratio"] = within_cluster_ss(x, kmeans(z)) / reference
-    if labels is not None:
-        scores["code_partition_ratio"] = within_cluster_ss(x, labels[keep]) / reference
-        if truth is not None and truth.shape[1] == 1:
-            scores["code_segments"] = code_segments(truth[:, 0], labels)
+    of_x = kmeans(x)
+    reference = within_cluster_ss(x, of_x)
+    for prefix, partition in [("partition", kmeans(z))] + ([("code_partition", labels[keep])] if labels is not None
+                                                           else []):
+        scores[f"{prefix}_ratio"] = within_cluster_ss(x, partition) / reference
+        scores[f"{prefix}_ari"] = float(adjusted_rand_score(of_x, partition))
+        scores[f"{prefix}_nmi"] = float(normalized_mutual_info_score(of_x, partition))
+    if labels is not None and truth is not None and truth.shape[1] == 1:
+        scores["code_segments"] = code_segments(truth[:, 0], labels)
     return scores

@@ -111,13 +111,20 @@ def train(config: RunConfig, out_dir=None, dataset: Dataset | None = None, progr
 
 
 def train_many(configs, out_dirs=None, dataset: Dataset | None = None, progress: bool = True,
-               callback=None) -> list[TrainResult]:
+               callback=None, init_states=None, frozen=()) -> list[TrainResult]:
     """Train several runs of one architecture as one stacked model (see the module docstring).
 
     ``configs`` must agree on everything but :data:`PER_RUN_FIELDS` (a ValueError names the first
     field that differs; :func:`vqlib.sweep.group_configs` sorts a grid into such batches).
     ``out_dirs``: one run folder (or None) per config. Returns one :class:`TrainResult` per config,
     in order; a run that diverged has ``diverged`` set and its model as it was at that point.
+
+    ``init_states``: one dict (or None) per config of tensors named as in the model's ``state_dict``
+    (e.g. only the ``encoder.*`` entries of another model): they replace those entries of the run's
+    seeded initialisation before step 0 (a warm start). ``frozen``: prefixes of parameter names
+    (e.g. ``("encoder",)``) whose parameters keep their initial values: they get no gradient, so Adam
+    never moves them. A run folder is named by its config alone, which holds neither, so such runs
+    take no ``out_dirs``.
     """
     configs = list(configs)
     if not configs:
@@ -125,18 +132,34 @@ def train_many(configs, out_dirs=None, dataset: Dataset | None = None, progress:
     out_dirs = list(out_dirs) if out_dirs is not None else [None] * len(configs)
     if len(out_dirs) != len(configs):
         raise ValueError(f"out_dirs has {len(out_dirs)} entries for {len(configs)} configs: give one per config")
+    init_states = list(init_states) if init_states is not None else [None] * len(configs)
+    if len(init_states) != len(configs):
+        raise ValueError(f"init_states has {len(init_states)} entries for {len(configs)} configs: give one per config")
+    frozen = (frozen,) if isinstance(frozen, str) else tuple(frozen)
+    if any(d is not None and (s is not None or frozen) for s, d in zip(init_states, out_dirs)):
+        raise ValueError("a run with init_states or frozen parameters cannot have a run folder: its config does not "
+                         "say how it started or what it trained, so the folder could later be taken for an ordinary "
+                         "run; give out_dirs=None")
     _check_batchable(configs)
     device = resolve_device(configs[0].device)
     for out_dir in out_dirs:
         if out_dir is not None:
             prepare(out_dir)  # refuses a folder of another format, or one that is not a run folder
     with lock_all(out_dirs):  # one writer per run folder
-        return _train_runs(configs, out_dirs, dataset, device, progress, callback)
+        return _train_runs(configs, out_dirs, dataset, device, progress, callback, init_states, frozen)
 
 
-def _train_runs(configs, out_dirs, dataset, device, progress, callback) -> list[TrainResult]:
+def _train_runs(configs, out_dirs, dataset, device, progress, callback, init_states, frozen) -> list[TrainResult]:
     dataset = (dataset or load_dataset(configs[0].dataset, configs[0].data_dir)).to(device)  # replaces config.dataset
-    runs = [_Run.start(config, out_dir, dataset, device) for config, out_dir in zip(configs, out_dirs)]
+    runs = [_Run.start(config, out_dir, dataset, device, init)
+            for config, out_dir, init in zip(configs, out_dirs, init_states)]
+    names = [name for name, _ in runs[0].model().named_parameters()]
+    unmatched = [prefix for prefix in frozen if not any(name.startswith(prefix) for name in names)]
+    if unmatched:
+        raise ValueError(f"frozen={frozen!r}: no parameter name starts with {unmatched[0]!r} (the model's: "
+                         f"{', '.join(names[:6])}, ...)")
+    for run in runs:
+        run.frozen = frozen
     pending = [run for run in runs if run.diverged is None and run.step < run.config.num_iterations]
     for step in sorted({run.step for run in pending}):  # runs resumed at different steps train apart
         _train_stack([run for run in pending if run.step == step], dataset, device, progress, callback)
@@ -166,14 +189,18 @@ class _Run:
         self.step, self.history, self.optimizer_state = 0, [], None
         self.resumed_from, self.diverged, self.wall_time = 0, None, 0.0
         self.runs_together = 1
+        self.frozen = ()  # prefixes of the parameter names that keep their initial values
 
     @classmethod
-    def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device) -> "_Run":
+    def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device,
+              init_state: dict | None = None) -> "_Run":
         run = cls(config, out_dir, device, dataset.input_shape)
         path = run.checkpoint_path
         if path is None or not path.exists():
             set_seed(config.seed)  # the initial weights come from the run's own seed
             run.model_state = Autoencoder.from_config(config, dataset.input_shape).to(device).state_dict()
+            if init_state is not None:  # a warm start: these entries replace the seeded ones
+                run.model_state = _warm_start(run.model_state, init_state, device)
         else:
             checkpoint = read_checkpoint(path, device)
             _check_resumable(checkpoint, config, path)
@@ -207,6 +234,19 @@ class _Run:
         atomic_write_json(self.out_dir / "history.json", self.history)
 
 
+def _warm_start(state: dict, init_state: dict, device: torch.device) -> dict:
+    """``state`` with the entries of ``init_state`` put in (same names and shapes), as fresh tensors on ``device``."""
+    unknown = sorted(set(init_state) - set(state))
+    if unknown:
+        raise ValueError(f"init_states names {unknown[:3]}, which the model does not have (its entries: "
+                         f"{', '.join(list(state)[:6])}, ...)")
+    for name, value in init_state.items():
+        if tuple(value.shape) != tuple(state[name].shape):
+            raise ValueError(f"init_states[{name!r}] has shape {tuple(value.shape)}, the model's "
+                             f"{tuple(state[name].shape)}")
+    return {**state, **{name: value.detach().to(device, state[name].dtype).clone() for name, value in init_state.items()}}
+
+
 class _Stack:
     """The stacked parameters, buffers and Adam state of the runs being trained together."""
 
@@ -215,6 +255,8 @@ class _Stack:
         models = [run.model() for run in runs]
         for model in models:
             model.train()
+            for name, p in model.named_parameters():  # a frozen parameter is stacked without requires_grad
+                p.requires_grad_(not name.startswith(runs[0].frozen) if runs[0].frozen else True)
         self.state_keys = list(models[0].state_dict().keys())
         self.params, self.buffers = stack_module_state(models)  # name -> (R, ...)
         self.base = copy.deepcopy(models[0]).to("meta")  # the one-run module that functional_call fills in
