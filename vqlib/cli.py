@@ -29,11 +29,15 @@ def _parse_optional_float(text: str):
     return None if text.lower() == "none" else float(text)
 
 
+def _parse_optional_int(text: str):
+    return None if text.lower() == "none" else int(text)
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(RunConfig)
     for f in fields(RunConfig):
         hint = hints[f.name]
-        kind = {int: int, float: float, str: str}.get(hint, _parse_optional_float)
+        kind = {int: int, float: float, str: str, int | None: _parse_optional_int}.get(hint, _parse_optional_float)
         choices = f.metadata.get("choices")
         default = f.default if f.default is not MISSING else None
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from .bottlenecks import BOTTLENECKS, EM_UPDATES
 from .bottlenecks.soft_vq import FORMULAS, GRADIENTS, NOISE_SCALES, SIGMA_SOURCES
 from .bottlenecks.vq import REDUCTIONS
-from .datasets import DATASETS
+from .datasets import DATASETS, NUM_FOLDS
 from .validation import check_choice, check_non_negative, check_number, check_positive_int, check_widths
 
 _QUANTIZERS = ("vq", "soft_vq", "em_vq")
@@ -33,6 +33,8 @@ PIXELCNN_FIELDS = ("pixelcnn_layers", "pixelcnn_channels")
 from .losses import RECONSTRUCTIONS
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: the first of the log-spaced evaluation steps (``eval_steps="log"``: 250, 500, 1000, ...)
+FIRST_EVAL_STEP = 250
 
 
 def _f(default, help, choices=None):
@@ -92,6 +94,12 @@ class RunConfig:
     classifier_iterations: int = _f(500, "maximum iterations of the single-layer softmax classifier")
     cluster_split: str = _f("test", "k-means clustering on the test latents (paper) or on all latents, train and test "
                                     "(clustering fits no labels)", ("test", "all"))
+    fold: int | None = _f(None, "cross-fitting: pool the dataset's train and test digits, split them into "
+                                f"{NUM_FOLDS} stratified folds, train on the others and score on this one (0 to "
+                                f"{NUM_FOLDS - 1}; none: the dataset's own train/test split)")
+    eval_steps: str = _f("", "steps at which to score the run (ACC, NMI on its held-out digits) while it trains: "
+                             "comma-separated steps, 'log' (250, 500, 1000, ... doubling, and num_iterations) or '' "
+                             "(none: only the final evaluation)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -111,6 +119,9 @@ class RunConfig:
         check_number("temperature", self.temperature, strict=True)
         if self.bottleneck == "em_vq" and self.num_codes < 2:
             raise ValueError(f"num_codes={self.num_codes!r} is not allowed for em_vq: K must be >= 2")
+        if self.fold is not None:
+            self.fold = check_positive_int("fold", self.fold, minimum=0, maximum=NUM_FOLDS - 1)
+        self.evaluation_steps  # checks eval_steps against num_iterations
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (0 < self.lr < 1):
             raise ValueError(f"lr={self.lr!r} is not allowed: lr must be a number in (0, 1)")
 
@@ -122,6 +133,36 @@ class RunConfig:
                       gradient="straight_through", batch_size=64, reconstruction="nmse", latent_weight=3.0,
                       beta=2.5, reduction="mean")
         return cls(**{**values, **overrides})
+
+    @property
+    def evaluation_steps(self) -> tuple:
+        """The steps of ``eval_steps`` as sorted ints (each in 1..num_iterations); "log" doubles from
+        :data:`FIRST_EVAL_STEP` and ends at num_iterations."""
+        text = self.eval_steps
+        if not isinstance(text, str):
+            raise ValueError(f"eval_steps={text!r} is not allowed: give comma-separated steps such as "
+                             "'250,500,1000', 'log' or ''")
+        text = text.strip()
+        if text == "":
+            return ()
+        if text == "log":
+            steps, step = [], FIRST_EVAL_STEP
+            while step < self.num_iterations:
+                steps.append(step)
+                step *= 2
+            return (*steps, self.num_iterations)
+        try:
+            steps = [int(part) for part in text.split(",")]
+        except ValueError:
+            raise ValueError(f"eval_steps={text!r} is not allowed: give comma-separated integer steps such as "
+                             "'250,500,1000', 'log' or ''") from None
+        bad = [s for s in steps if not 1 <= s <= self.num_iterations]
+        if bad:
+            raise ValueError(f"eval_steps={text!r} is not allowed: every step must be in 1..num_iterations "
+                             f"(1..{self.num_iterations}), and {bad[0]} is not")
+        if steps != sorted(set(steps)):
+            raise ValueError(f"eval_steps={text!r} is not allowed: the steps must be strictly increasing")
+        return tuple(steps)
 
     @property
     def hidden(self) -> tuple:

@@ -64,6 +64,12 @@ _LOAD_ERRORS = (
 )
 
 
+#: cross-fitting (``RunConfig.fold``): the pooled examples are cut into this many stratified folds, shuffled
+#: with this seed (fixed, so that the fold of a run is the same on every machine and in every run)
+NUM_FOLDS = 5
+FOLD_SEED = 0
+
+
 class DatasetUnavailableError(RuntimeError):
     """A torchvision dataset could not be loaded or downloaded."""
 
@@ -87,6 +93,34 @@ class Dataset:
     def num_classes(self) -> int:
         """Number of classes (10 for every supported dataset)."""
         return _NUM_CLASSES
+
+    def fold(self, fold: int, num_folds: int = None) -> "Dataset":
+        """Cross-fitting: the train and test examples pooled, cut into ``num_folds`` stratified folds
+        (scikit-learn's ``StratifiedKFold``, shuffled with a fixed seed, so every run sees the same folds);
+        fold ``fold`` becomes the test split and the others the training split.
+
+        Five runs on folds 0..4 score every example once, each by a model that never trained on it.
+        ``train_rows`` and ``test_rows`` index the pool (``torch.cat([x_train, x_test])``).
+        """
+        train_rows, test_rows = self.fold_rows(fold, num_folds)
+        x = torch.cat([self.x_train, self.x_test])
+        y = torch.cat([self.y_train, self.y_test])
+        return dataclasses.replace(self, x_train=x[train_rows], y_train=y[train_rows], x_test=x[test_rows],
+                                   y_test=y[test_rows])
+
+    def fold_rows(self, fold: int, num_folds: int = None) -> tuple:
+        """(train rows, test rows) of :meth:`fold` as int64 tensors into the pooled examples, on their device."""
+        from sklearn.model_selection import StratifiedKFold
+
+        num_folds = num_folds or NUM_FOLDS
+        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+            raise ValueError(f"fold={fold!r} is not allowed: fold must be an integer in 0..{num_folds - 1}")
+        labels = torch.cat([self.y_train, self.y_test]).cpu().numpy()
+        splits = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=FOLD_SEED).split(labels, labels)
+        train_rows, test_rows = list(splits)[fold]
+        device = self.x_train.device
+        return (torch.as_tensor(train_rows, dtype=torch.long, device=device),
+                torch.as_tensor(test_rows, dtype=torch.long, device=device))
 
     def to(self, device) -> "Dataset":
         """Return a new Dataset with all four tensors on ``device``."""

@@ -82,8 +82,9 @@ def encode(model, x: torch.Tensor, batch_size: int = 1000):
 
 
 def evaluate_latents(z_train, y_train, z_test, y_test, n_init: int = 10, classifier_iterations: int = 500,
-                     seed: int = 0, cluster_split: str = "test") -> dict:
-    """Clustering accuracy and NMI, and classification accuracy (train -> test).
+                     seed: int = 0, cluster_split: str = "test", probe: bool = True) -> dict:
+    """Clustering accuracy and NMI, and classification accuracy (train -> test; ``probe=False``: not computed,
+    and the training latents may be None).
 
     ``cluster_split="test"`` clusters the test latents (the paper); ``"all"`` clusters train and
     test together: k-means fits no labels, so every example may be scored, as the clustering
@@ -96,8 +97,9 @@ def evaluate_latents(z_train, y_train, z_test, y_test, n_init: int = 10, classif
         metrics = kmeans_scores(z_test, y_test, n_init=n_init, seed=seed)
     else:
         raise ValueError(f"cluster_split={cluster_split!r} is not allowed: choose 'test' or 'all'")
-    metrics["classification_acc"] = classification_accuracy(z_train, y_train, z_test, y_test,
-                                                             classifier_iterations, seed)
+    if probe:
+        metrics["classification_acc"] = classification_accuracy(z_train, y_train, z_test, y_test,
+                                                                 classifier_iterations, seed)
     return metrics
 
 
@@ -167,28 +169,49 @@ def evaluate_raw(dataset, n_init: int = 10, classifier_iterations: int = 500, se
     return {**metrics, "perplexity": None, "codes_used": None}
 
 
-def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> dict:
-    """Mean of a - b over paired runs (same seed in both arms) with scipy's seed-paired bootstrap interval.
+#: Coverage of the two intervals of :func:`paired_difference` at 95 % nominal, measured by
+#: ``tests/test_evaluation_over_training.py::test_coverage_of_the_paired_intervals`` (4,000 simulated experiments of
+#: n normal paired differences): the t interval holds the true mean difference in 95 % of them at n = 3, 5 and 10
+#: (it is exact for normal differences); the percentile bootstrap in about 74 % at n = 3, 85 % at n = 5 and
+#: 91 % at n = 10: it is too narrow with few pairs, so it is not what the pages decide by.
+INTERVAL_METHODS = ("t", "bootstrap")
 
-    Returns ``{"difference", "low", "high", "shown", "pairs"}``; a difference is ``shown`` only when
-    its interval excludes 0. Pairs with a missing value (a diverged run) are left out.
+
+def paired_difference(a, b, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0,
+                      method: str = "t") -> dict:
+    """Mean of a - b over paired runs (same seed, and fold, in both arms) with a confidence interval.
+
+    ``method="t"`` (default): the t interval of the paired differences, mean +- t_{n-1} sd / sqrt(n)
+    (``scipy.stats.t``), which covers the true mean difference at its nominal level for normal differences
+    however few the pairs; ``"bootstrap"``: scipy's seed-paired percentile bootstrap, which with 5 pairs
+    covers about 85 % at a nominal 95 % (measured, see :data:`INTERVAL_METHODS`). The returned dict has
+    ``difference``, ``low``, ``high`` (the chosen interval), ``shown`` (the interval excludes 0),
+    ``pairs``, ``sd`` (of the differences) and ``method``. Pairs with a missing value (a diverged run) are
+    left out.
     """
-    from scipy.stats import bootstrap
+    from scipy import stats
 
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"method={method!r} is not allowed: choose one of {', '.join(map(repr, INTERVAL_METHODS))}")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"a and b must be paired 1-d arrays of the same length, got shapes {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    if len(a) < 2:
-        return {"difference": float(np.mean(a - b)) if len(a) else float("nan"), "low": float("nan"),
-                "high": float("nan"), "shown": False, "pairs": int(len(a))}
-    result = bootstrap((a, b), lambda x, y, axis=-1: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                       confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                       random_state=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return {"difference": float(np.mean(a - b)), "low": float(low), "high": float(high),
-            "shown": bool(low > 0 or high < 0), "pairs": int(len(a))}
+    d = a - b
+    if len(d) < 2:
+        return {"difference": float(np.mean(d)) if len(d) else float("nan"), "low": float("nan"),
+                "high": float("nan"), "shown": False, "pairs": int(len(d)), "sd": float("nan"), "method": method}
+    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
+    if method == "t":
+        half = float(stats.t.ppf(0.5 + confidence / 2, df=len(d) - 1)) * sd / np.sqrt(len(d))
+        low, high = mean - half, mean + half
+    else:
+        result = stats.bootstrap((d,), np.mean, vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
+                                 method="percentile", random_state=np.random.default_rng(seed))
+        low, high = (float(v) for v in result.confidence_interval)
+    return {"difference": mean, "low": float(low), "high": float(high), "shown": bool(low > 0 or high < 0),
+            "pairs": int(len(d)), "sd": sd, "method": method}
 
 
 def summarize(rows, by=("dataset", "bottleneck"), metrics=METRICS):

@@ -86,6 +86,7 @@ RULES = {
     "samples": integers(minimum=1),  # "1,5,10": EM's numbers of samples m
     "temperatures": numbers(minimum=0),  # "0.3,1,3": EM's tau, each > 0
     "num_iterations": integer(),
+    "eval_steps": text(),  # steps at which every run is scored while it trains (RunConfig.eval_steps: "log", "250,500")
     "soft_vq_iterations": integer(minimum=0),  # 0: num_iterations
     "decoder_iterations": integer(minimum=0),  # steps fitting a decoder to a given code, encoder frozen (0: none)
     "decoder_lr": number(minimum=0, strict=True),  # Adam learning rate of that fit
@@ -107,6 +108,7 @@ RULES = {
     "n_init": integer(),
     "classifier_iterations": integer(),
     "include_raw": flag(),
+    "published_row": flag(),  # page 05: also the authors' published soft VQ-VAE (RunConfig.published_code) as a row
     "include_untrained": flag(),
     "kmeans_seeds": integer(),  # k-means restarts of the evaluation-noise measurement
     "n_images": integer(),

@@ -4,7 +4,8 @@
     run.config, run.history, run.metrics, run.latents, run.model(), run.diverged
 
 Layout (``FORMAT_VERSION`` 2): ``run.json`` (the format version and the vqlib version that wrote the
-folder), ``config.json``, ``checkpoint.pt``, ``history.json``, ``metrics.json`` and ``latents.npz``.
+folder), ``config.json``, ``checkpoint.pt``, ``history.json``, ``metrics.json``, ``latents.npz`` and, for a run with
+``eval_steps``, ``evaluations.json`` (its scores over training).
 Guarantees, each tested in ``tests/test_run_folders.py``:
 
 * every file is written atomically (a temporary file, then a rename), so a crash, a kill or a full
@@ -34,7 +35,10 @@ import torch
 FORMAT_VERSION = 2
 MARKER = "run.json"
 LOCK = ".lock"
-FILES = ("config.json", "checkpoint.pt", "history.json", "metrics.json", "latents.npz")
+EVALUATIONS = "evaluations.json"  # a run's scores over training (RunConfig.eval_steps), one row per step
+#: the scores of a run over training: k-means on its held-out digits (the final evaluation adds the probe)
+EVALUATION_COLUMNS = ("step", "clustering_acc", "nmi")
+FILES = ("config.json", "checkpoint.pt", "history.json", "metrics.json", "latents.npz", "evaluations.json")
 
 
 class RunFolderError(RuntimeError):
@@ -213,6 +217,16 @@ class Run:
     @property
     def history(self) -> list:
         return read_json(self.path / "history.json")
+
+    @property
+    def evaluations(self):
+        """The run's scores over training (``RunConfig.eval_steps``) as a pandas DataFrame, one row per
+        step (columns ``step``, ``clustering_acc``, ``nmi``); empty when it was scored only at the end."""
+        import pandas as pd
+
+        path = self.path / EVALUATIONS
+        rows = read_json(path) if path.exists() else []
+        return pd.DataFrame(rows, columns=list(EVALUATION_COLUMNS))
 
     @property
     def metrics(self) -> dict:

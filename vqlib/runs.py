@@ -103,7 +103,7 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
                           "config": config.to_dict(), **provenance(device)}
             atomic_write_json(out_dirs[i] / "metrics.json", results[i])
             continue
-        latents, codebook = _encode_and_save(result.model, dataset, out_dirs[i])
+        latents, codebook = _encode_and_save(result.model, scored_on(config, dataset), out_dirs[i])
         scored.append((i, result, codebook))
         jobs.append(_scoring_job(latents, config))
     start = time.perf_counter()
@@ -116,6 +116,12 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
                                    train_steps_timed=configs[i].num_iterations - result.resumed_from,
                                    eval_time=eval_time, runs_together=result.runs_together)
     return results
+
+
+def scored_on(config: RunConfig, dataset):
+    """The train/test split a run of ``config`` trains and is scored on: the dataset's own, or its
+    cross-fitting fold (``config.fold``, :meth:`vqlib.datasets.Dataset.fold`)."""
+    return dataset if config.fold is None else dataset.fold(config.fold)
 
 
 def _encode_and_save(model, dataset, out_dir: Path) -> tuple[dict, dict]:
@@ -153,7 +159,7 @@ def _evaluate_run(out_dir, n_init, device, dataset) -> dict:
         config = config.replace(n_init=n_init)
     dataset = dataset or load_dataset(config.dataset, config.data_dir)
     start = time.perf_counter()
-    latents, codebook = _encode_and_save(model, dataset, Path(out_dir))
+    latents, codebook = _encode_and_save(model, scored_on(config, dataset), Path(out_dir))
     score = evaluate_latents_many([_scoring_job(latents, config)], n_jobs=1)[0]
     return _save_metrics(Path(out_dir), config, {**score, **codebook}, device, iterations=checkpoint["step"],
                          wall_time=None, train_steps_timed=None, eval_time=time.perf_counter() - start)

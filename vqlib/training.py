@@ -52,7 +52,7 @@ from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .losses import reconstruction_loss
 from .model import Autoencoder
-from .run_folder import lock_all, prepare, read_checkpoint
+from .run_folder import EVALUATION_COLUMNS, EVALUATIONS, lock_all, prepare, read_checkpoint, read_json
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
@@ -60,10 +60,11 @@ CHECKPOINT_FORMAT = 2  # 2: one generator per run, the bottleneck's noise drawn 
 HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
-                     "cluster_split", "data_dir"}
+                     "cluster_split", "data_dir", "eval_steps"}
 # config fields in which the runs of one batch may differ (everything else must be equal)
 PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "decay", "temperature", "free_bits", "num_iterations",
-                  "n_init", "classifier_iterations", "cluster_split")
+                  "n_init", "classifier_iterations", "cluster_split", "fold", "eval_steps")
+
 
 
 class TrainingDiverged(FloatingPointError):
@@ -89,6 +90,7 @@ class TrainResult:
     resumed_from: int = 0  # step the run resumed from (0: fresh)
     diverged: TrainingDiverged | None = None  # set when the loss became non-finite (train_many only)
     runs_together: int = 1  # how many runs were trained in one stack with this one (at the start)
+    evaluations: list = field(default_factory=list)  # one dict per step of eval_steps, keys EVALUATION_COLUMNS
 
 
 def batch_key(config: RunConfig) -> tuple:
@@ -164,7 +166,7 @@ def _train_runs(configs, out_dirs, dataset, device, progress, callback, init_sta
     for step in sorted({run.step for run in pending}):  # runs resumed at different steps train apart
         _train_stack([run for run in pending if run.step == step], dataset, device, progress, callback)
     return [TrainResult(run.model(), run.config, dataset, device, run.history, run.wall_time, run.resumed_from,
-                        run.diverged, run.runs_together) for run in runs]
+                        run.diverged, run.runs_together, run.evaluations) for run in runs]
 
 
 def _check_batchable(configs) -> None:
@@ -190,11 +192,16 @@ class _Run:
         self.resumed_from, self.diverged, self.wall_time = 0, None, 0.0
         self.runs_together = 1
         self.frozen = ()  # prefixes of the parameter names that keep their initial values
+        self.evaluations = []  # rows of EVALUATION_COLUMNS, one per evaluated step
+        self.evaluate_at = set(config.evaluation_steps)  # the steps of eval_steps still to be scored
 
     @classmethod
     def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device,
               init_state: dict | None = None) -> "_Run":
         run = cls(config, out_dir, device, dataset.input_shape)
+        if run.out_dir is not None and (run.out_dir / EVALUATIONS).exists():  # points already scored are kept
+            run.evaluations = read_json(run.out_dir / EVALUATIONS)
+            run.evaluate_at -= {row["step"] for row in run.evaluations}
         path = run.checkpoint_path
         if path is None or not path.exists():
             set_seed(config.seed)  # the initial weights come from the run's own seed
@@ -213,6 +220,12 @@ class _Run:
                 first, row = divergence
                 run.diverged = _diverged(config, row["loss"], first, row["step"], run.out_dir)
         return run
+
+    def record_evaluation(self, row: dict) -> None:
+        self.evaluate_at.discard(row["step"])
+        self.evaluations = sorted([*self.evaluations, row], key=lambda r: r["step"])
+        if self.out_dir is not None:
+            atomic_write_json(self.out_dir / EVALUATIONS, self.evaluations)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -280,9 +293,11 @@ class _Stack:
             }
 
     def loss_fn(self, x, noise, latent_weight, recon_kind, data_variance):
-        """Per-run losses over the stack: (loss, reconstruction, latent, indices or None), each with a run dim."""
+        """Per-run losses over the stack: (loss, reconstruction, latent, indices or None), each with a run dim.
 
-        def one_run(params, buffers, x, noise, latent_weight):
+        ``data_variance``: None, or each run's training-pixel variance (R,) for ``reconstruction="nmse"``."""
+
+        def one_run(params, buffers, x, noise, latent_weight, data_variance):
             logits, _, aux = functional_call(self.base, (params, buffers), (x,), {"noise": noise})
             recon = reconstruction_loss(logits, x, recon_kind, data_variance)
             return recon + latent_weight * aux["loss"], recon, aux["loss"], aux.get("indices")
@@ -290,12 +305,29 @@ class _Stack:
         if len(self.runs) == 1:  # one run: the same function without vmap's overhead
             first = lambda tree: None if tree is None else ({k: v.squeeze(0) for k, v in tree.items()}  # noqa: E731
                                                            if isinstance(tree, dict) else tree.squeeze(0))
-            out = one_run(first(self.params), first(self.buffers), x.squeeze(0), first(noise), latent_weight.squeeze(0))
+            out = one_run(first(self.params), first(self.buffers), x.squeeze(0), first(noise), latent_weight.squeeze(0),
+                          first(data_variance))
             return tuple(None if t is None else t.unsqueeze(0) for t in out)
-        in_dims = (0, 0, 0, None if noise is None else 0, 0)
+        in_dims = (0, 0, 0, None if noise is None else 0, 0, None if data_variance is None else 0)
         out_dims = (0, 0, 0, 0 if self.base.bottleneck.num_codes else None)  # indices: quantizers only
         return vmap(one_run, in_dims=in_dims, out_dims=out_dims, randomness="error")(
-            self.params, self.buffers, x, noise, latent_weight)
+            self.params, self.buffers, x, noise, latent_weight, data_variance)
+
+    @torch.no_grad()
+    def encode(self, runs: list, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+        """z_e of the stack's runs ``runs`` (indices) on their inputs x (len(runs), n, ...) -> (len(runs), n, d),
+        all runs in one vmapped pass of the encoder (in chunks of ``chunk`` inputs)."""
+        rows = torch.tensor(runs, device=x.device)
+        params = {k[len("encoder."):]: v[rows] for k, v in self.params.items() if k.startswith("encoder.")}
+        buffers = {k[len("encoder."):]: v[rows] for k, v in self.buffers.items() if k.startswith("encoder.")}
+        code_dim = self.base.bottleneck.code_dim
+        one_run = lambda p, b, x: functional_call(self.base.encoder, (p, b), (x,))[..., :code_dim]  # noqa: E731
+        self.base.eval()
+        try:
+            return torch.cat([vmap(one_run)(params, buffers, x[:, i:i + chunk]) for i in range(0, x.shape[1], chunk)],
+                             dim=1)
+        finally:
+            self.base.train()
 
 
 def make_optimizer(params, lr: float, device: torch.device) -> torch.optim.Adam:
@@ -318,8 +350,10 @@ def _stack_optimizer_states(states: list) -> dict:
 def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: bool, callback) -> None:
     """Train ``runs`` (all at the same step) in one stack until each has finished or diverged."""
     config = runs[0].config
-    x_train, n, b = dataset.x_train, len(dataset.x_train), config.batch_size
-    data_variance = float(x_train.var()) if config.reconstruction == "nmse" else None
+    b = config.batch_size
+    pool, data = _training_data(runs, dataset)  # the examples, and each run's training rows and held-out digits
+    for run in runs:
+        run.train_rows, run.heldout = data[id(run)]
     stack = _Stack(runs, device)
     for run in runs:
         run.runs_together = len(runs)
@@ -339,10 +373,14 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
             consistent = False
             idx, noise = [], []
             for run in stack.runs:  # each run's own stream: batch indices, then the bottleneck's noise
-                idx.append(torch.randint(n, (b,), device=device, generator=run.generator))
+                n = len(pool) if run.train_rows is None else len(run.train_rows)
+                draw = torch.randint(n, (b,), device=device, generator=run.generator)
+                idx.append(draw if run.train_rows is None else run.train_rows[draw])
                 noise.append(bottleneck.sample_noise(b, run.generator, device))
-            x = x_train[torch.stack(idx)]  # (R, b, *input_shape)
+            x = pool[torch.stack(idx)]  # (R, b, *input_shape)
             noise = torch.stack(noise) if noise[0] is not None else None
+            data_variance = (torch.stack([run.data_variance for run in stack.runs])
+                             if config.reconstruction == "nmse" else None)
             loss, recon, latent, indices = stack.loss_fn(x, noise, stack.latent_weight, config.reconstruction,
                                                          data_variance)
             stack.optimizer.zero_grad(set_to_none=True)
@@ -353,6 +391,9 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
             sums += torch.stack([loss.detach(), recon.detach(), latent.detach()], dim=-1)
             if num_codes:
                 counts += code_counts(indices, num_codes)
+            scoring = [r for r, run in enumerate(stack.runs) if step in run.evaluate_at]
+            if scoring:
+                _evaluate_stack(stack, scoring, step)
             # each run logs on its own schedule, so its history does not depend on the other runs
             logging = [r for r, run in enumerate(stack.runs)
                        if step % config.log_every == 0 or step == run.config.num_iterations]
@@ -395,6 +436,51 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
 
 class _EmptyStack:
     runs: list = []
+
+
+def _training_data(runs: list, dataset: Dataset):
+    """The examples the runs draw their batches from, and for each run (by id) its training rows into
+    them (None: all of them) and its held-out digits (x, y) that ``eval_steps`` scores.
+
+    Without cross-fitting that is the dataset's training split and its test split; when a run of the
+    stack has a ``fold``, the examples are the pooled train and test digits (:meth:`Dataset.fold`) and
+    every run draws from its own rows, so runs on different folds still train in one stack."""
+    folds = {run.config.fold for run in runs}
+    if folds == {None}:
+        pool = dataset.x_train
+        data = {id(run): (None, (dataset.x_test, dataset.y_test)) for run in runs}
+    else:
+        pool, labels = torch.cat([dataset.x_train, dataset.x_test]), torch.cat([dataset.y_train, dataset.y_test])
+        own = torch.arange(len(dataset.x_train), device=pool.device)
+        data = {}
+        for run in runs:
+            if run.config.fold is None:
+                data[id(run)] = (own, (dataset.x_test, dataset.y_test))
+            else:
+                train_rows, test_rows = dataset.fold_rows(run.config.fold)
+                data[id(run)] = (train_rows, (pool[test_rows], labels[test_rows]))
+    for run in runs:  # reconstruction="nmse" divides by the variance of the run's own training pixels
+        rows = data[id(run)][0]
+        run.data_variance = (pool if rows is None else pool[rows]).var() if runs[0].config.reconstruction == "nmse" \
+            else None
+    return pool, data
+
+
+def _evaluate_stack(stack: _Stack, scoring: list, step: int) -> None:
+    """Score the runs ``scoring`` (indices into the stack) at ``step``: ACC and NMI of k-means on their
+    held-out digits, all runs encoded in one pass and scored in parallel (one process per run)."""
+    from .evaluation import evaluate_latents_many
+
+    runs = [stack.runs[r] for r in scoring]
+    sizes = {len(run.heldout[0]) for run in runs}
+    if len(sizes) == 1:  # the usual case: one vmapped pass over every run's held-out digits
+        z = stack.encode(scoring, torch.stack([run.heldout[0] for run in runs])).float().cpu().numpy()
+    else:
+        z = [stack.encode([r], run.heldout[0].unsqueeze(0))[0].float().cpu().numpy() for r, run in zip(scoring, runs)]
+    jobs = [dict(z_train=None, y_train=None, z_test=z[i], y_test=run.heldout[1].cpu().numpy(), n_init=run.config.n_init,
+                 seed=run.config.seed, probe=False) for i, run in enumerate(runs)]
+    for run, score in zip(runs, evaluate_latents_many(jobs)):
+        run.record_evaluation({"step": step, **{k: score[k] for k in EVALUATION_COLUMNS if k != "step"}})
 
 
 def _save_stack(stack: _Stack, step: int, runs=None) -> None:
