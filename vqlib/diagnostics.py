@@ -110,9 +110,14 @@ def loss_still_falling(history: list, fraction: float = 0.2) -> dict:
     """How much a run's logged loss still fell over the last ``fraction`` of its steps.
 
     Returns ``drop`` (loss at the start of that stretch minus the last logged loss; > 0: still
-    falling), ``relative`` (the drop as a share of the whole fall since the first logged loss) and
-    ``steps`` (the length of the stretch). A relative drop of a few per cent means the curve has
-    levelled off at this learning rate; NaN when fewer than two points were logged.
+    falling), ``relative`` (the drop as a share of the whole fall since the first logged loss; NaN when
+    fewer than two points were logged) and ``steps`` (the length of the stretch).
+
+    A small relative drop does *not* say that a model has stopped learning what a page reports: the
+    whole fall is dominated by the first steps from random weights, so a loss that still falls by a
+    constant amount per doubling of steps shows a few per cent here, and ACC or NMI can keep moving
+    long after (``tests/test_evaluation_over_training.py``). Judge convergence on the reported metrics
+    with :func:`vqlib.convergence.convergence`.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction={fraction!r} is not allowed: give a number in (0, 1)")

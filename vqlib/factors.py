@@ -129,7 +129,7 @@ def effects(frame, metric: str, centre: dict) -> list[dict]:
     ``frame`` (a pandas DataFrame) has one row per soft VQ-VAE run, with the factors of
     :data:`FACTORS`, ``seed`` and ``metric``. An arm is compared with the arm that differs from it in
     that factor alone (in a one-at-a-time design, the centre; in a factorial, every such pair),
-    seed by seed; the per-seed mean over those pairs gives the seed-paired bootstrap interval of
+    seed by seed; the per-seed mean over those pairs gives the seed-paired t interval of
     :func:`vqlib.evaluation.paired_difference`. One row per (factor, level): ``factor``, ``level``,
     ``centre``, ``arm_pairs`` and the interval's ``difference``, ``low``, ``high``, ``shown``, ``pairs``.
     """
