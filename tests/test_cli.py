@@ -102,3 +102,38 @@ def test_a_diverging_run_prints_one_line_and_exits_with_status_1(tmp_path, capsy
     status = main(["evaluate", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and "non-finite by step 10" in err
+
+
+class _WritesAFile:
+    """Unpickling this object calls ``open(path, "w")``, which creates the file: code that a pickle runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_a_run_folder_that_would_run_code_or_holds_other_entries_is_one_line_and_status_2(tmp_path):
+    import shutil
+
+    import torch
+
+    trained = tmp_path / "trained"
+    assert main(["train", "--dataset", "digits", "--bottleneck", "vq", "--mlp-hidden", "32-32", "--code-dim", "4",
+                 "--num-codes", "8", "--num-iterations", "10", "--n-init", "1", "--classifier-iterations", "20",
+                 "--no-progress", "--out", str(trained)]) == 0
+    checkpoint = torch.load(trained / "checkpoint.pt", weights_only=True)
+    target = tmp_path / "written-by-the-checkpoint"
+    cases = {"code": ({"history": [*checkpoint["history"], _WritesAFile(target)]}, "holds objects vqlib does not load"),
+             "model": ({"model": {name: value.tolist() for name, value in checkpoint["model"].items()}},
+                       "does not hold what vqlib writes (checkpoint['model']")}
+    for name, (entries, expected) in cases.items():
+        run_dir = tmp_path / name
+        shutil.copytree(trained, run_dir)
+        torch.save({**checkpoint, **entries}, run_dir / "checkpoint.pt")
+        result = run_cli("evaluate", str(run_dir))
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"{run_dir / 'checkpoint.pt'} " in result.stderr and expected in result.stderr, result.stderr
+    assert not target.exists()

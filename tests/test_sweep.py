@@ -86,7 +86,7 @@ def test_a_worker_killed_mid_run_is_rerun_and_resumes_from_its_checkpoint(tmp_pa
         while not all(p.exists() for p in checkpoints):
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.05)
-        killed_at = torch.load(checkpoints[0], weights_only=False)["step"]
+        killed_at = torch.load(checkpoints[0], weights_only=True)["step"]
         assert killed_at < config.num_iterations
         (pid,) = client.run(os.getpid).values()
         os.kill(pid, signal.SIGKILL)

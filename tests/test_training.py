@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path):
 
     with pytest.raises(Interrupt):
         train(config, tmp_path / "resumed", dataset=digits, progress=False, callback=stop_at_100)
-    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert checkpoint["step"] == 100  # the state at the interruption was kept
     resumed = run_experiment(config, tmp_path / "resumed", dataset=digits, progress=False)
     for key in ("clustering_acc", "nmi", "classification_acc", "perplexity", "codes_used"):
@@ -172,7 +172,7 @@ def test_training_stops_at_the_first_non_finite_loss_and_keeps_the_run(digits, t
     assert error.value.step == 5
     history = json.loads((tmp_path / "history.json").read_text())
     assert [row["step"] for row in history] == [5] and np.isnan(history[0]["loss"])
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 5
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 5
     # a rerun on the folder says so again at once instead of training on from NaN weights
     with pytest.raises(TrainingDiverged, match="between steps 1 and 5"):
         train(config.replace(num_iterations=80), tmp_path, dataset=_nan_digits(digits), progress=False)
@@ -247,7 +247,7 @@ def test_an_interrupted_batch_resumes_to_the_same_result(digits, tmp_path):
     dirs = [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(Interrupt):
         train_many(configs, dirs, dataset=digits, progress=False, callback=stop_at_100)
-    assert [torch.load(d / "checkpoint.pt", weights_only=False)["step"] for d in dirs] == [100, 100]
+    assert [torch.load(d / "checkpoint.pt", weights_only=True)["step"] for d in dirs] == [100, 100]
     resumed = train_many(configs, dirs, dataset=digits, progress=False)
     for a, b in zip(whole, resumed):
         assert b.resumed_from == 100 and a.history == b.history

@@ -52,12 +52,12 @@ from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .losses import reconstruction_loss
 from .model import Autoencoder
-from .run_folder import EVALUATION_COLUMNS, EVALUATIONS, lock_all, prepare, read_checkpoint, read_json
+from .run_folder import (EVALUATION_COLUMNS, EVALUATIONS, HISTORY_COLUMNS, RunFolderError, lock_all, prepare,
+                         read_checkpoint, read_config, read_json)
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # 2: one generator per run, the bottleneck's noise drawn from it (train_many)
-HISTORY_COLUMNS = ("step", "loss", "reconstruction", "latent", "perplexity", "codes_used")
 # config fields that may differ when resuming (they do not change what has been computed so far)
 RESUMABLE_CHANGES = {"num_iterations", "device", "log_every", "checkpoint_every", "n_init", "classifier_iterations",
                      "cluster_split", "data_dir", "eval_steps"}
@@ -194,6 +194,7 @@ class _Run:
         self.frozen = ()  # prefixes of the parameter names that keep their initial values
         self.evaluations = []  # rows of EVALUATION_COLUMNS, one per evaluated step
         self.evaluate_at = set(config.evaluation_steps)  # the steps of eval_steps still to be scored
+        self.loaded_from = None  # the checkpoint its state was read from, if any
 
     @classmethod
     def start(cls, config: RunConfig, out_dir, dataset: Dataset, device: torch.device,
@@ -212,7 +213,13 @@ class _Run:
             checkpoint = read_checkpoint(path, device)
             _check_resumable(checkpoint, config, path)
             run.model_state, run.optimizer_state = checkpoint["model"], checkpoint["optimizer"]
-            run.generator.set_state(checkpoint["rng"]["generator"].cpu())  # a CPU byte tensor on every device
+            run.loaded_from = path
+            try:
+                run.generator.set_state(checkpoint["rng"]["generator"].cpu())  # a CPU byte tensor on every device
+            except RuntimeError as error:
+                raise RunFolderError(f"{path} holds a random generator state that torch refuses "
+                                     f"({str(error).splitlines()[0]}): delete it to train the run again from the "
+                                     "start, or train into a new --out folder") from None
             run.step, run.history = checkpoint["step"], checkpoint["history"]
             run.resumed_from = run.step
             divergence = first_divergence(run.history)
@@ -232,9 +239,7 @@ class _Run:
         return self.out_dir / CHECKPOINT if self.out_dir is not None else None
 
     def model(self) -> Autoencoder:
-        model = Autoencoder.from_config(self.config, self.input_shape).to(self.device)
-        model.load_state_dict(self.model_state)
-        return model.eval()
+        return _rebuild(self.config, self.input_shape, self.model_state, self.device, self.loaded_from)
 
     def save(self) -> None:
         if self.checkpoint_path is None:
@@ -497,7 +502,7 @@ def _check_resumable(checkpoint: dict, config: RunConfig, path: Path) -> None:
         raise ValueError(f"{path} was written by another version of vqlib (checkpoint format "
                          f"{checkpoint.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
                          "train into a new --out folder")
-    saved, current = RunConfig.from_dict(checkpoint["config"]).canonical().to_dict(), config.canonical().to_dict()
+    saved, current = read_config(checkpoint["config"], path).canonical().to_dict(), config.canonical().to_dict()
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
@@ -540,8 +545,21 @@ def load_checkpoint(run_dir, device="cpu"):
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: train first with `python -m vqlib train --out {run_dir}`")
     checkpoint = read_checkpoint(path, device)
-    config = RunConfig.from_dict(checkpoint["config"])
-    model = Autoencoder.from_config(config, checkpoint["input_shape"]).to(device)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    return model, config, checkpoint
+    config = read_config(checkpoint["config"], path)
+    return _rebuild(config, checkpoint["input_shape"], checkpoint["model"], device, path), config, checkpoint
+
+
+def _rebuild(config: RunConfig, input_shape, state: dict, device, path) -> Autoencoder:
+    """The model of ``config`` with the weights ``state``, in evaluation mode; weights that do not fit the model
+    (names or shapes: a checkpoint that is not this config's) are a RunFolderError naming ``path``."""
+    try:
+        model = Autoencoder.from_config(config, input_shape).to(device)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError) as error:
+        if path is None:
+            raise
+        reason = " ".join(str(error).split())
+        reason = reason if len(reason) <= 160 else reason[:160] + "..."
+        raise RunFolderError(f"{path} holds a model that does not fit its config ({reason}): delete it to "
+                             "train the run again from the start, or train into a new --out folder") from None
+    return model.eval()
