@@ -8,8 +8,8 @@ cross-fitted on fold i of mnist5k (trained on the other four folds and scored on
 run at the log-spaced steps 250, 500, 1000, ... up to ``--steps`` while it trains (``eval_steps="log"``).
 Prints, per arm, ACC and NMI over the steps (mean and range over seeds) and the verdict of
 :func:`vqlib.convergence.convergence`, and writes the table to ``--out`` (CSV). The run folders are
-resumable: rerun the same command to continue after an interruption, or with a larger ``--steps`` to
-extend every run (its earlier scores are kept).
+named without their budget and resumable: rerun the same command to continue after an interruption, or
+with a larger ``--steps`` to train every run on from where it stopped (its earlier scores are kept).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import pandas as pd
 import vqlib
 from vqlib import factors
 from vqlib.convergence import convergence
-from vqlib.runs import run_name
+from vqlib.runs import run_many, run_name
+from vqlib.sweep import group_configs
 
 LEVELS = {"recipe": ["published", "paper"], "formula": ["published", "paper"], "sigma_source": ["encoder", "shared"],
           "noise": ["none", "fixed"], "num_codes": [128]}
@@ -37,6 +38,11 @@ def arms_of(levels: dict) -> list[dict]:
             if control not in controls:
                 controls.append(control)
     return soft + controls
+
+
+def folder(config) -> str:
+    """The run's folder name without its number of steps, so that a longer budget trains the same run on."""
+    return run_name(config).replace(f"-it{config.num_iterations}-", "-")
 
 
 def main() -> None:
@@ -59,11 +65,14 @@ def main() -> None:
             configs.append(factors.arm_config(arm, base).replace(seed=seed, fold=seed % vqlib.datasets.NUM_FOLDS))
             labels.append(factors.label(arm, centre))
     started = time.perf_counter()
-    vqlib.sweep([c.to_dict() for c in configs], args.runs_dir, dataset=data, progress=True)
+    batches = group_configs(configs)
+    for i, batch in enumerate(batches):
+        print(f"batch {i + 1} of {len(batches)}: {len(batch)} x {batch[0].bottleneck}", flush=True)
+        run_many(batch, [Path(args.runs_dir) / folder(c) for c in batch], dataset=data, progress=True)
     print(f"{len(configs)} runs trained or reused in {time.perf_counter() - started:.0f} s")
     frames = []
     for label, config in zip(labels, configs):
-        table = vqlib.Run(Path(args.runs_dir) / run_name(config)).evaluations
+        table = vqlib.Run(Path(args.runs_dir) / folder(config)).evaluations
         frames.append(table.assign(arm=label, seed=config.seed))
     scores = pd.concat(frames, ignore_index=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -140,3 +140,19 @@ def test_seed_dots_categories_in_the_given_order_and_a_log_axis():
     np.testing.assert_allclose(ax.lines[0].get_xdata(), [16, 16, 256, 256])  # one group: no dodge
     with pytest.raises(ValueError, match="swap"):
         plots.seed_dots(frame, "K", ["swap"])
+
+
+def test_scores_over_training_draws_the_seed_mean_and_range_per_setting_on_a_log_axis():
+    import pandas as pd
+
+    frame = pd.DataFrame([{"arm": arm, "seed": s, "step": t, "clustering_acc": base + 0.01 * s + 0.001 * t,
+                           "nmi": base} for arm, base in (("a", 0.2), ("b", 0.5)) for s in range(3)
+                          for t in (250, 500, 1000)])
+    fig = plots.scores_over_training(frame, "arm", dashed=["b"])
+    acc = fig.axes[0]
+    assert acc.get_xscale() == "log" and len(acc.lines) == 2
+    a_line, b_line = acc.lines
+    np.testing.assert_allclose(a_line.get_ydata(), [0.2 + 0.01 + 0.001 * t for t in (250, 500, 1000)])
+    assert a_line.get_linestyle() == "-" and b_line.get_linestyle() == "--"
+    band = acc.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.2 + 0.25) and band.max() == pytest.approx(0.2 + 0.02 + 1.0)

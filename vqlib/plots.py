@@ -9,6 +9,7 @@ work for any bottleneck and dataset::
     plots.codebook_usage(result.history, num_codes=128)       # perplexity and codes used per log interval
     plots.mean_std(vqlib.summarize(rows, by=("setting",)), "setting", ["clustering_acc", "nmi"])
     plots.seed_dots(runs, "L", ["rate", "swap_gap"], by="free_bits")  # every seed a dot, the mean a line
+    plots.scores_over_training(evaluations, "arm")            # ACC and NMI against the step, log axis
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import numpy as np
 
 __all__ = ["as_images", "codebook_usage", "has_codebook_usage", "image_grid", "loss_curves", "mean_std",
-           "reconstruction_grid", "seed_dots"]
+           "reconstruction_grid", "scores_over_training", "seed_dots"]
 
 LOSS_LABELS = {"loss": "total loss", "reconstruction": "reconstruction", "latent": "latent (bottleneck) loss"}
 
@@ -258,5 +259,35 @@ def seed_dots(frame, x: str, measures, by: str | None = None, order=None, titles
         ax.grid(axis="y", alpha=0.3)
         if by:
             ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def scores_over_training(frame, by: str, metrics=("clustering_acc", "nmi"), order=None, labels=None, dashed=(),
+                         axes=None):
+    """Each setting's metrics against the training step on a log axis: the mean over its seeds as a line,
+    their range as a band (``frame``: one row per run and evaluated step, e.g. the concatenated
+    :attr:`vqlib.Run.evaluations`, with the column ``by``). ``dashed``: settings drawn dashed (the controls).
+
+    On a log axis of steps a metric that gains a constant amount per doubling is a straight rising line,
+    which is what :func:`vqlib.convergence.convergence` calls "still moving"."""
+    from .evaluation import METRIC_LABELS
+
+    if axes is None:
+        fig, axes = _new_axes(len(metrics), width=5.2, height=3.7)
+    fig = axes[0].figure
+    order = list(order) if order is not None else list(dict.fromkeys(frame[by]))
+    for ax, metric in zip(axes, metrics):
+        for setting in order:
+            spread = frame[frame[by] == setting].groupby("step")[metric].agg(["mean", "min", "max"])
+            if spread.empty:
+                continue
+            line, = ax.plot(spread.index, spread["mean"], marker="o", ms=3, label=setting,
+                            ls="--" if setting in dashed else "-")
+            ax.fill_between(spread.index, spread["min"], spread["max"], color=line.get_color(), alpha=0.12)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training step (log scale)")
+        ax.set_ylabel((labels or METRIC_LABELS).get(metric, metric) + " (held-out digits)")
+    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
