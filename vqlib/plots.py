@@ -286,6 +286,9 @@ def scores_over_training(frame, by: str, metrics=("clustering_acc", "nmi"), orde
                             ls="--" if setting in dashed else "-")
             ax.fill_between(spread.index, spread["min"], spread["max"], color=line.get_color(), alpha=0.12)
         ax.set_xscale("log", base=2)
+        steps = sorted(frame["step"].unique())
+        ax.set_xticks(steps, [f"{int(s):,}" for s in steps], fontsize=7)  # the evaluated steps, in plain numbers
+        ax.minorticks_off()
         ax.set_xlabel("training step (log scale)")
         ax.set_ylabel((labels or METRIC_LABELS).get(metric, metric) + " (held-out digits)")
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
