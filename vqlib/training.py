@@ -66,7 +66,6 @@ PER_RUN_FIELDS = ("seed", "beta", "noise_std", "latent_weight", "decay", "temper
                   "n_init", "classifier_iterations", "cluster_split", "fold", "eval_steps")
 
 
-
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; ``step`` is the end of the interval where it did.
 
@@ -283,6 +282,9 @@ class _Stack:
         if runs[0].optimizer_state is not None:
             self.optimizer.load_state_dict(_stack_optimizer_states([run.optimizer_state for run in runs]))
         self.latent_weight = torch.tensor([run.config.latent_weight for run in runs], device=device)
+        # reconstruction="nmse" divides by the variance of each run's own training pixels (_training_data)
+        self.data_variance = (torch.stack([run.data_variance for run in runs])
+                              if runs[0].config.reconstruction == "nmse" else None)
 
     def export(self) -> None:
         """Write each run's slice of the stack back into the run (model and optimiser state)."""
@@ -384,10 +386,8 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
                 noise.append(bottleneck.sample_noise(b, run.generator, device))
             x = pool[torch.stack(idx)]  # (R, b, *input_shape)
             noise = torch.stack(noise) if noise[0] is not None else None
-            data_variance = (torch.stack([run.data_variance for run in stack.runs])
-                             if config.reconstruction == "nmse" else None)
             loss, recon, latent, indices = stack.loss_fn(x, noise, stack.latent_weight, config.reconstruction,
-                                                         data_variance)
+                                                         stack.data_variance)
             stack.optimizer.zero_grad(set_to_none=True)
             loss.sum().backward()  # each run's slice gets the gradient of its own loss
             stack.optimizer.step()
