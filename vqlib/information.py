@@ -97,7 +97,8 @@ def hard_and_soft(responsibilities) -> dict:
     p = _rows(responsibilities)
     hard = information_terms(hard_responsibilities(p.argmax(1), p.shape[1]))
     soft = information_terms(p)
-    return {**{f"{key}_hard": hard[key] for key in HARD_AND_SOFT}, **{f"{key}_soft": soft[key] for key in HARD_AND_SOFT}}
+    return {**{f"{key}_hard": hard[key] for key in HARD_AND_SOFT},
+            **{f"{key}_soft": soft[key] for key in HARD_AND_SOFT}}
 
 
 def hard_responsibilities(indices, num_codes: int) -> np.ndarray:

@@ -13,7 +13,7 @@ information, "posterior collapse" (Chen et al.'s bits-back argument). These func
 * :func:`swap_test`: how much -log p(x | z) worsens when x's own code is replaced by another image's
   (0: the decoder ignores z);
 * :func:`negative_elbo` per image, and :func:`importance_sampled_nll`, the tighter importance-sampled
-  estimate of -log p(x) with k posterior draws (Burda et al. 2016): -ELBO >= NLL_k >= -log p(x);
+  estimate of -log p(x) with k posterior draws (Burda et al. 2016): -ELBO >= E NLL_k >= -log p(x);
 * :func:`linear_vae_active_units`: for a linear Gaussian VAE (probabilistic PCA) at decoder noise
   variance s^2, unit j's posterior mean has variance 1 - s^2 / lambda_j over the data (0 where the
   eigenvalue lambda_j <= s^2; Tipping & Bishop 1999; Lucas et al. 2019), so the units that pass
@@ -214,7 +214,8 @@ def importance_sampled_nll(model, x: torch.Tensor, num_samples: int = 100, gener
         log p(x) ~ logsumexp_i [log p(x | z_i) + log p(z_i) - log q(z_i | x)] - log k,  z_i ~ q(z | x),
 
     with k = ``num_samples`` (Burda et al. 2016). Its expectation falls with k from -ELBO (k = 1) towards
-    -log p(x) (k -> infinity): -ELBO >= NLL_k >= NLL_{k+1} >= -log p(x). For ``vae`` / ``beta_vae``
+    -log p(x) (k -> infinity): -ELBO = E NLL_1 >= E NLL_k >= E NLL_{k+1} >= -log p(x) (one estimate can
+    fall below -log p(x); its mean cannot). For ``vae`` / ``beta_vae``
     (a Gaussian q and the prior N(0, I)); a quantizer's code has no density to sample.
     """
     if _prior(model, "the importance-sampled NLL") != "gaussian":
