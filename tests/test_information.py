@@ -8,8 +8,9 @@ import torch
 
 from vqlib import RunConfig
 from vqlib.bottlenecks import EMVectorQuantizer
-from vqlib.information import (code_distribution, conditional_entropy, entropy, hard_responsibilities,
-                               information_terms, mutual_information)
+from vqlib.information import (code_distribution, conditional_entropy, entropy, hard_and_soft,
+                               hard_responsibilities, information_terms, measure, mutual_information, vib_loss)
+from vqlib.model import Autoencoder
 
 
 def test_a_two_input_example_by_hand():
@@ -124,3 +125,103 @@ def test_paired_difference_interval_covers_a_known_shift_and_excludes_zero_only_
     same = paired_difference(base, base + np.array([0.1, -0.1] * 4))
     assert not same["shown"]
     assert paired_difference([1.0, np.nan], [0.0, 0.0])["pairs"] == 1
+
+
+def _direct(rows):
+    """H(Z), H(Z|I), I(I;Z), perplexity and codes holding >= 1 input's mass, written out with numpy."""
+    marginal = rows.mean(0)
+    h_z = -np.sum(marginal[marginal > 0] * np.log(marginal[marginal > 0]))
+    logs = np.log(np.where(rows > 0, rows, 1.0))
+    h_z_given_i = -np.mean(np.sum(rows * logs, 1))
+    return {"H(Z)": h_z, "H(Z|I)": h_z_given_i, "I(I;Z)": h_z - h_z_given_i, "perplexity": np.exp(h_z),
+            "codes_used": int(np.sum(marginal * len(rows) >= 1 - 1e-9))}
+
+
+def test_hard_and_soft_side_by_side_match_a_direct_computation():
+    rows = np.array([[0.6, 0.3, 0.1, 0.0], [0.5, 0.4, 0.1, 0.0], [0.1, 0.2, 0.7, 0.0], [0.2, 0.7, 0.05, 0.05]])
+    hard = np.eye(4)[[0, 0, 2, 1]]  # the argmax of each row
+    result = hard_and_soft(rows)
+    for kind, p in (("soft", rows), ("hard", hard)):
+        for key, value in _direct(p).items():
+            assert result[f"{key}_{kind}"] == pytest.approx(value, rel=1e-12, abs=1e-12), (key, kind)
+    # the two readings differ for soft rows: hard usage has no conditional entropy and a lower perplexity here
+    assert result["H(Z|I)_hard"] == 0 and result["H(Z|I)_soft"] > 0.5
+    assert result["perplexity_soft"] > result["perplexity_hard"]
+    # by hand: the columns hold 1.4, 1.6, 0.95 and 0.05 inputs of mass; the argmax uses codes 0, 1 and 2
+    assert result["codes_used_hard"] == 3 and result["codes_used_soft"] == 2
+
+
+def _quantizer(name, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    config = RunConfig(bottleneck=name, mlp_hidden="16", code_dim=2, num_codes=4, **kwargs)
+    return Autoencoder.from_config(config, (16,)).eval()
+
+
+def _binary_images(n=30, seed=0):
+    return (torch.rand(n, 16, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+
+def _brute_force_rows(model, x, temperature=None):
+    """p(k | i) codeword by codeword: one-hot at the nearest (vq) or softmax(-d^2 / tau) (em_vq)."""
+    with torch.no_grad():
+        z = model.encode(x).double()
+        codebook = model.bottleneck.codebook.double()
+    d2 = np.array([[float(((z[i] - codebook[k]) ** 2).sum()) for k in range(len(codebook))] for i in range(len(z))])
+    if temperature is None:
+        return np.eye(len(codebook))[d2.argmin(1)]
+    weights = np.exp(-(d2 - d2.min(1, keepdims=True)) / temperature)
+    return weights / weights.sum(1, keepdims=True)
+
+
+def test_measure_reads_vq_and_em_both_ways_with_the_same_estimator():
+    x = _binary_images(60)
+    data = type("Data", (), {"x_test": x})()
+    vq = measure(_quantizer("vq"), data)
+    for key in ("H(Z)", "H(Z|I)", "I(I;Z)", "perplexity", "codes_used"):
+        assert vq[f"{key}_hard"] == pytest.approx(vq[f"{key}_soft"], abs=1e-12)  # one-hot rows: one reading
+    assert vq["perplexity"] == pytest.approx(vq["perplexity_hard"])  # the existing key is unchanged
+    model = _quantizer("em_vq", temperature=0.5)
+    em = measure(model, data)
+    rows = _brute_force_rows(model, x, temperature=0.5)
+    for kind, p in (("soft", rows), ("hard", np.eye(4)[rows.argmax(1)])):
+        for key, value in _direct(p).items():
+            assert em[f"{key}_{kind}"] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, kind)
+    assert em["perplexity"] == pytest.approx(em["perplexity_soft"])  # the existing key: EM's soft reading
+    assert em["perplexity_soft"] != pytest.approx(em["perplexity_hard"], rel=1e-3)
+
+
+def _bernoulli_nll(model, x, codeword):
+    with torch.no_grad():
+        p = torch.sigmoid(model.decode(codeword[None].float()))[0].double()
+    x = x.double()
+    return float(-(x * torch.log(p) + (1 - x) * torch.log(1 - p)).sum())
+
+
+@pytest.mark.parametrize("name, temperature", [("vq", None), ("em_vq", 0.5), ("em_vq", 5.0)])
+def test_vib_loss_matches_eq_18_computed_by_brute_force(name, temperature):
+    """(1/N) sum_i sum_k p(k|i) [-log q(x_i | mu_k)] + beta (log K - H(Z|I)), every term in a loop."""
+    model = _quantizer(name, **({"temperature": temperature} if temperature else {}))
+    x, beta = _binary_images(10), 0.7
+    rows = _brute_force_rows(model, x, temperature)
+    codebook = model.bottleneck.codebook.detach()
+    distortion = np.mean([sum(rows[i, k] * _bernoulli_nll(model, x[i], codebook[k]) for k in range(4))
+                          for i in range(len(x))])
+    h = -np.mean([sum(p * math.log(p) for p in row if p > 0) for row in rows])
+    result = vib_loss(model, x, beta=beta, batch_size=4)
+    assert result["distortion"] == pytest.approx(distortion, rel=1e-5)
+    assert result["rate"] == pytest.approx(math.log(4) - h, abs=1e-6)
+    assert result["L_VIB"] == pytest.approx(distortion + beta * (math.log(4) - h), rel=1e-5)
+    if name == "vq":
+        assert result["rate"] == pytest.approx(math.log(4))  # H(Z|I) = 0: the full log K
+    else:
+        assert result["rate"] < math.log(4) - 0.05  # soft rows pay less
+
+
+def test_vib_loss_refuses_models_whose_decoder_gets_no_codeword():
+    x = _binary_images(4)
+    with pytest.raises(ValueError, match="does not receive a codeword"):
+        vib_loss(_quantizer("soft_vq"), x)
+    with pytest.raises(ValueError, match="no codebook"):
+        vib_loss(_quantizer("vae"), x)
+    with pytest.raises(ValueError, match="beta=-1 is not allowed"):
+        vib_loss(_quantizer("vq"), x, beta=-1)

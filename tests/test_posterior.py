@@ -9,8 +9,9 @@ import torch
 from vqlib import RunConfig
 from vqlib.bottlenecks import VAE
 from vqlib.model import Autoencoder
-from vqlib.posterior import (active_units, collapse_measures, decoder_variance, gaussian_information,
-                             linear_vae_active_units, negative_elbo, rate, swap_test)
+from vqlib.posterior import (ACTIVE_UNIT_THRESHOLD, active_units, collapse_measures, decoder_variance,
+                             gaussian_information, importance_sampled_nll, linear_vae_active_units,
+                             linear_vae_posterior_mean_variance, negative_elbo, rate, swap_test)
 
 
 def test_gaussian_information_matches_the_closed_form():
@@ -172,3 +173,130 @@ def test_decoder_variance_from_the_nmse_loss():
         decoder_variance(0, v, d)
     with pytest.raises(ValueError, match="decoder_variance=-1"):
         linear_vae_active_units([1.0], -1)
+
+
+@pytest.fixture
+def one_thread():
+    """Small optimisation loops run far faster on one thread than on contended cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_linear_vae_active_units_match_a_trained_linear_vae_on_both_sides_of_the_threshold(one_thread):
+    """Data with a known covariance (eigenvalues around the cut s^2 / 0.99): a linear VAE (encoder
+    m = V x + c with a learned diagonal variance, decoder W z + b with noise s^2) trained by L-BFGS on its
+    exact ELBO. The variances of its posterior means over the data, measured, give the active count."""
+    s2 = 1.0
+    eigenvalues = torch.tensor([3.0, 1.03, 1.015, 1.005, 0.995, 0.5], dtype=torch.double)
+    # cut s^2 / 0.99 = 1.0101: 1.015 and 1.03 above it; 1.005 alive (> s^2) but below it; 0.995 collapsed
+    n, dim = 2000, len(eigenvalues)
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(n, dim, generator=g, dtype=torch.double)
+    raw = raw - raw.mean(0)
+    white = raw @ torch.linalg.inv(torch.linalg.cholesky(raw.T @ raw / n)).T  # sample covariance exactly I
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.double))
+    x = white @ (rotation * eigenvalues.sqrt()).T + 0.3  # sample covariance exactly U diag(eigenvalues) U^T
+    v, w = [(0.1 * torch.randn(dim, dim, generator=g, dtype=torch.double)).requires_grad_() for _ in range(2)]
+    c, log_var, b = [torch.zeros(dim, dtype=torch.double, requires_grad=True) for _ in range(3)]
+
+    def negative_elbo_of_the_linear_vae():
+        m = x @ v.T + c
+        # E_q ||x - W z - b||^2 = ||x - W m - b||^2 + sum_j ||w_j||^2 var_j, in closed form
+        distortion = ((x - m @ w.T - b).pow(2).sum(-1) + (w.pow(2) * log_var.exp()).sum()) / (2 * s2)
+        return (distortion + 0.5 * (m.pow(2) + log_var.exp() - 1 - log_var).sum(-1)).mean()
+
+    opt = torch.optim.LBFGS([v, c, log_var, w, b], max_iter=1500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = negative_elbo_of_the_linear_vae()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        codes = x @ v.T + c  # the posterior means, one row per data point
+    count, variances = active_units(codes)
+    measured = np.sort(variances.numpy())[::-1] * (n - 1) / n  # active_units divides by n - 1, the data has n
+    predicted = np.sort(linear_vae_posterior_mean_variance(eigenvalues.numpy(), s2))[::-1]
+    np.testing.assert_allclose(measured, predicted, atol=1e-4)  # 1 - s^2 / lambda_j, or 0
+    assert count == linear_vae_active_units(eigenvalues.numpy(), s2) == 3
+    assert linear_vae_active_units(eigenvalues.numpy(), s2, threshold=0) == 4  # the collapse cut lambda_j > s^2
+    assert int((measured > 1e-6).sum()) == 4  # 1.005 is alive, only not counted by the 0.01 threshold
+
+
+def test_linear_vae_threshold_is_s2_over_one_minus_the_threshold():
+    s2 = 0.5
+    cut = s2 / (1 - ACTIVE_UNIT_THRESHOLD)
+    assert linear_vae_active_units([cut * 1.001, cut * 0.999, s2 * 1.001, s2 * 0.5], s2) == 1
+    assert linear_vae_active_units([cut * 1.001, cut * 0.999, s2 * 1.001, s2 * 0.5], s2, threshold=0) == 3
+
+
+def _tiny_vae(seed=0, pixels=8):
+    """A VAE with a 1-d latent whose decoder depends strongly on z, so -ELBO and -log p(x) differ."""
+    torch.manual_seed(seed)
+    model = Autoencoder.from_config(RunConfig(bottleneck="vae", mlp_hidden="16", code_dim=1), (pixels,)).eval()
+    with torch.no_grad():
+        model.decoder[0].weight.mul_(6.0)
+    return model
+
+
+def _log_likelihood_by_quadrature(model, x):
+    """(-log p(x), -ELBO) per image, integrating over the 1-d latent on a fine grid."""
+    grid = torch.linspace(-10, 10, 40001, dtype=torch.double)
+    step = float(grid[1] - grid[0])
+    with torch.no_grad():
+        logits = model.decode(grid[:, None].float()).double()  # (G, D)
+        x = x.double()
+        log_px_z = x @ torch.nn.functional.logsigmoid(logits).T + (1 - x) @ torch.nn.functional.logsigmoid(-logits).T
+        log_prior = -0.5 * grid ** 2 - 0.5 * math.log(2 * math.pi)
+        nll = -(torch.logsumexp(log_px_z + log_prior, 1) + math.log(step))
+        mean, log_var = (t.double() for t in model.encode_heads(x.float()))
+        q = torch.exp(-0.5 * (grid - mean) ** 2 / log_var.exp() - 0.5 * log_var - 0.5 * math.log(2 * math.pi)) * step
+        kl = 0.5 * (mean ** 2 + log_var.exp() - 1 - log_var).sum(-1)
+        return nll, -(q * log_px_z).sum(1) + kl
+
+
+def test_importance_sampled_nll_converges_to_the_exact_likelihood_of_a_tiny_model(one_thread):
+    """-ELBO = E NLL_1 >= E NLL_10 >= E NLL_100 >= E NLL_1000 >= -log p(x), exact values by quadrature."""
+    model = _tiny_vae()
+    x = (torch.rand(12, 8, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    exact, bound = _log_likelihood_by_quadrature(model, x)
+    assert float((bound - exact).mean()) > 1.0  # a loose ELBO: there is something to tighten
+    g = torch.Generator().manual_seed(1)
+    bias, stderr, spread = {}, {}, {}
+    for k, repeats in ((1, 400), (10, 100), (100, 40), (1000, 8)):
+        est = importance_sampled_nll(model, x.repeat(repeats, 1), num_samples=k, generator=g).double()
+        errors = est.view(repeats, len(x)) - exact  # (repeats, images)
+        bias[k], stderr[k] = float(errors.mean()), float(errors.mean(1).std() / math.sqrt(repeats))
+        spread[k] = float(errors.abs().mean())  # the typical error of one estimate
+    assert bias[1] == pytest.approx(float((bound - exact).mean()), abs=4 * stderr[1])  # k = 1: the -ELBO
+    assert bias[1] - bias[10] > 3 * stderr[1] and bias[10] - bias[100] > 3 * stderr[10]  # tighter with k
+    assert bias[1000] < bias[100] + 3 * stderr[100] and -4 * stderr[1000] < bias[1000] < 0.02  # above -log p(x)
+    assert spread[1] > spread[10] > spread[100] > spread[1000]
+    sharp = importance_sampled_nll(model, x, num_samples=3000, generator=g)
+    assert torch.allclose(sharp.double(), exact, atol=0.1)
+
+
+def test_importance_sampled_nll_refuses_a_discrete_code_and_a_bad_k():
+    x = _images(8)
+    with pytest.raises(ValueError, match="discrete code"):
+        importance_sampled_nll(_model("vq"), x)
+    with pytest.raises(ValueError, match="num_samples=0 is not allowed"):
+        importance_sampled_nll(_model("vae"), x, num_samples=0)
+
+
+def test_gaussian_information_saturates_at_log_n_and_collapse_measures_say_so():
+    """Posteriors that tell N images apart: the estimate is log N, however much further apart they are."""
+    n = 50
+    for spread in (10.0, 1000.0):
+        mean = spread * torch.arange(n, dtype=torch.double)[:, None]
+        log_var = torch.full((n, 1), math.log(0.01))
+        estimate = gaussian_information(mean, log_var, generator=torch.Generator().manual_seed(0))
+        assert estimate == pytest.approx(math.log(n), abs=1e-9)
+    result = collapse_measures(_model("vae"), _images(40))
+    assert result["mutual_information_ceiling"] == pytest.approx(math.log(40))
+    assert result["mutual_information"] <= result["mutual_information_ceiling"] + 1e-9

@@ -6,17 +6,19 @@ KL term is a cost with nothing to buy and the optimum sets q(z | x) = p(z): the 
 information, "posterior collapse" (Chen et al.'s bits-back argument). These functions measure it:
 
 * :func:`rate` per image: the KL for the Gaussian bottlenecks; log K for a quantizer, whose code is
-  one of K codewords under a uniform prior (its rate is fixed and can never fall to 0);
+  one of K codewords under a uniform prior (its rate is fixed by construction and can never fall to 0);
 * :func:`active_units`: latent dimensions whose posterior mean varies over the data,
   Var_x(E_q[z_j | x]) > 0.01 (Burda et al. 2016; He et al., arXiv 1901.05534);
 * :func:`gaussian_information`: I_q(x; z) under the aggregate posterior q(z) = mean_n q(z | x_n);
 * :func:`swap_test`: how much -log p(x | z) worsens when x's own code is replaced by another image's
   (0: the decoder ignores z);
-* :func:`negative_elbo` per image;
-* :func:`linear_vae_active_units`: for a linear Gaussian VAE (probabilistic PCA) the number of units
-  that stay active at decoder noise variance s^2 is the number of data-covariance eigenvalues above
-  s^2 (Tipping & Bishop 1999; Lucas et al. 2019), and :func:`decoder_variance` reads s^2 off
-  vqlib's own loss scaling.
+* :func:`negative_elbo` per image, and :func:`importance_sampled_nll`, the tighter importance-sampled
+  estimate of -log p(x) with k posterior draws (Burda et al. 2016): -ELBO >= E NLL_k >= -log p(x);
+* :func:`linear_vae_active_units`: for a linear Gaussian VAE (probabilistic PCA) at decoder noise
+  variance s^2, unit j's posterior mean has variance 1 - s^2 / lambda_j over the data (0 where the
+  eigenvalue lambda_j <= s^2; Tipping & Bishop 1999; Lucas et al. 2019), so the units that pass
+  :func:`active_units`' threshold t are those with lambda_j > s^2 / (1 - t); :func:`decoder_variance`
+  reads s^2 off vqlib's own loss scaling.
 """
 
 from __future__ import annotations
@@ -86,7 +88,15 @@ def _rate(model, codes: torch.Tensor, log_var: torch.Tensor | None) -> torch.Ten
 @torch.no_grad()
 def rate(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Nats per image (N,) that the code costs under the model's prior: KL(q(z | x) || N(0, I)) for
-    ``vae``/``beta_vae``, log K for a quantizer (uniform prior over K codewords)."""
+    ``vae``/``beta_vae``, log K for a quantizer (uniform prior over K codewords).
+
+    For a quantizer the value is set, not measured: the KL of a one-hot q(z | x) from the uniform prior
+    is log K for every x and every trained model. It is an upper bound on what the index carries,
+    I(X; Z) = H(Z) <= log K (see :func:`vqlib.information.measure` for H(Z) from the code usage).
+    For ``soft_vq`` it is not even that: its decoder receives the continuous posterior mean z_hat
+    (eq. 6), not an index, and a continuous deterministic code is bounded only by the data's own
+    entropy (log N on N images), not by log K; log K is the cost of the index it never sends.
+    """
     return _rate(model, *encode_posterior(model, x, batch_size))
 
 
@@ -102,7 +112,10 @@ def gaussian_information(mean: torch.Tensor, log_var: torch.Tensor, num_samples:
     """I_q(x; z) = E_n E_{z ~ q(z|x_n)} [log q(z | x_n) - log q(z)], q(z) = (1/N) sum_m q(z | x_m), in nats.
 
     Monte Carlo over ``num_samples`` z per image; q(z) is the mixture over the N given images, so the
-    estimate is at most log N (He et al.'s estimator).
+    estimate is at most log N (He et al.'s estimator): each term is log q(z_n | x_n) minus the log of
+    a mean that holds q(z_n | x_n) / N. A code that tells the N images apart reads log N whatever it
+    carries beyond that, so an estimate near ``math.log(len(mean))`` is saturated, not measured
+    (:func:`collapse_measures` reports the ceiling beside it).
     """
     mean, log_var = mean.double().cpu(), log_var.double().cpu()
     n, d = mean.shape
@@ -155,7 +168,8 @@ def negative_elbo(model, x: torch.Tensor, generator: torch.Generator | None = No
                   batch_size: int = 500) -> torch.Tensor:
     """-ELBO per image (N,) in nats: E_q[-log p(x | z)] (``num_samples`` draws) + :func:`rate`.
 
-    For a quantizer the code is deterministic and the rate is log K.
+    For a quantizer the code is deterministic and the rate is log K (see :func:`rate`: for ``soft_vq``
+    this is not a bound on -log p(x) of the decoder's continuous input).
     """
     device = _device(model)
     prior = _prior(model, "-ELBO")
@@ -188,20 +202,71 @@ def collapse_measures(model, x: torch.Tensor, seed: int = 0, num_samples: int = 
               "nll_swapped_code": swap["swapped"], "swap_gap": swap["gap"], "negative_elbo": float(nelbo.mean())}
     result["mutual_information"] = (gaussian_information(codes, log_var, num_samples, generator)
                                     if log_var is not None else float("nan"))
+    result["mutual_information_ceiling"] = math.log(len(x))  # the estimator's log N: it cannot read more
     return result
 
 
-def linear_vae_active_units(eigenvalues, decoder_variance: float) -> int:
-    """Units a linear Gaussian VAE keeps active: the data-covariance ``eigenvalues`` above ``decoder_variance``.
+@torch.no_grad()
+def importance_sampled_nll(model, x: torch.Tensor, num_samples: int = 100, generator: torch.Generator | None = None,
+                           batch_size: int = 500) -> torch.Tensor:
+    """-log p(x) per image (N,) in nats, importance-sampled with the encoder's q(z | x) as proposal:
+
+        log p(x) ~ logsumexp_i [log p(x | z_i) + log p(z_i) - log q(z_i | x)] - log k,  z_i ~ q(z | x),
+
+    with k = ``num_samples`` (Burda et al. 2016). Its expectation falls with k from -ELBO (k = 1) towards
+    -log p(x) (k -> infinity): -ELBO = E NLL_1 >= E NLL_k >= E NLL_{k+1} >= -log p(x) (one estimate can
+    fall below -log p(x); its mean cannot). For ``vae`` / ``beta_vae``
+    (a Gaussian q and the prior N(0, I)); a quantizer's code has no density to sample.
+    """
+    if _prior(model, "the importance-sampled NLL") != "gaussian":
+        raise ValueError(f"{type(model.bottleneck).__name__} has a discrete code: the importance-sampled NLL is "
+                         "defined for vae and beta_vae")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples={num_samples!r} is not allowed: it must be an integer >= 1")
+    device = _device(model)
+    means, log_vars = encode_posterior(model, x, batch_size)
+    prior = torch.distributions.Normal(0.0, 1.0)
+    out = []
+    for s in _batches(x, batch_size):
+        xb = x[s].to(device)
+        q = torch.distributions.Normal(means[s], (0.5 * log_vars[s]).exp())
+        log_weights = []
+        for _ in range(num_samples):
+            eps = torch.randn(q.loc.shape, generator=generator, device="cpu").to(device)
+            z = q.loc + q.scale * eps
+            log_weights.append(-negative_log_likelihood(model, xb, z) + prior.log_prob(z).sum(-1)
+                               - q.log_prob(z).sum(-1))
+        log_px = torch.logsumexp(torch.stack(log_weights), dim=0) - math.log(num_samples)
+        out.append(-log_px.cpu())
+    return torch.cat(out)
+
+
+def linear_vae_posterior_mean_variance(eigenvalues, decoder_variance: float) -> np.ndarray:
+    """Var_x(E[z_j | x]) of each unit of the optimal linear Gaussian VAE: max(0, 1 - s^2 / lambda_j).
 
     For x = W z + b + noise, z ~ N(0, I), noise ~ N(0, s^2 I) (probabilistic PCA), the maximum-likelihood
-    W has columns U_j sqrt(lambda_j - s^2) where lambda_j > s^2 and zero columns otherwise (Tipping &
-    Bishop 1999); a linear VAE's optimum matches it, and a zero column is a collapsed unit (Lucas et al.,
-    "Don't blame the ELBO", 2019).
+    W has columns u_j sqrt(lambda_j - s^2) where lambda_j > s^2 and zero columns otherwise (Tipping &
+    Bishop 1999); a linear VAE's optimum matches it, its diagonal posterior picking these axes (Lucas
+    et al., "Don't blame the ELBO", 2019). The posterior mean is E[z | x] = (W^T W + s^2 I)^(-1) W^T (x - b),
+    so E[z_j | x] = sqrt(lambda_j - s^2) / lambda_j * u_j^T (x - b), whose variance over the data is
+    (lambda_j - s^2) / lambda_j^2 * lambda_j = 1 - s^2 / lambda_j. A zero column is a collapsed unit: 0.
     """
     if not (isinstance(decoder_variance, (int, float)) and decoder_variance > 0):
         raise ValueError(f"decoder_variance={decoder_variance!r} is not allowed: it must be a number > 0")
-    return int((np.asarray(eigenvalues) > decoder_variance).sum())
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(eigenvalues > decoder_variance, 1 - decoder_variance / eigenvalues, 0.0)
+
+
+def linear_vae_active_units(eigenvalues, decoder_variance: float, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
+    """Units of the optimal linear Gaussian VAE that :func:`active_units` counts as active.
+
+    Unit j's posterior mean has variance 1 - s^2 / lambda_j (:func:`linear_vae_posterior_mean_variance`),
+    so it passes the threshold t exactly when lambda_j > s^2 / (1 - t): with He et al.'s t = 0.01, a unit
+    whose eigenvalue lies in (s^2, s^2 / 0.99] is alive (a non-zero column of W) but not counted.
+    ``threshold=0`` gives the collapse cut itself, lambda_j > s^2.
+    """
+    return int((linear_vae_posterior_mean_variance(eigenvalues, decoder_variance) > threshold).sum())
 
 
 def decoder_variance(beta: float, data_variance: float, input_dim: int) -> float:
