@@ -46,6 +46,18 @@ def test_a_deterministic_encoder_has_no_conditional_entropy_and_pays_log_k_to_a_
     assert information_terms(rows)["dead_codes"] == 2
 
 
+def test_the_vdib_rate_with_a_uniform_prior_is_log_k_for_any_soft_encoder_too():
+    """Eq. 25 holds by construction for every normalised p(z|i), hard or soft: page 08 no longer lists it as a
+    finding, and this test keeps it (term by term, against information_terms' log_K and its VIB rate)."""
+    rows = np.random.default_rng(0).dirichlet(np.full(7, 0.3), size=50)
+    cross = [-sum(p * math.log(1 / 7) for p in row) for row in rows]
+    assert cross == pytest.approx([math.log(7)] * 50)
+    terms = information_terms(rows)
+    assert terms["log_K"] == pytest.approx(math.log(7))
+    h = -np.mean([sum(p * math.log(p) for p in row if p > 0) for row in rows])
+    assert terms["KL(p(Z|I)||r)"] == pytest.approx(math.log(7) - h)
+
+
 @pytest.mark.parametrize("rows, match", [
     (np.array([[0.5, 0.6]]), "every row must be a probability distribution"),
     (np.array([[1.0], [1.0]]), "K >= 2"),

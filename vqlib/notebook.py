@@ -74,6 +74,7 @@ RULES = {
     "num_codes_em_vq": integer(minimum=2),
     "num_codes_grid": integers(minimum=2),  # K values of a grid: "16,64,128"
     "compare_codes": integer(minimum=2),  # one K of num_codes_grid
+    "vib_beta": number(),  # page 08: beta of L_VIB (eq. 18), the weight of KL(p(Z|I) || r)
     "beta": _beta_or_default,
     "beta_vae_beta": number(),
     "betas": numbers(minimum=0),  # "0.1,0.2": KL weights, each > 0
