@@ -114,6 +114,7 @@ RULES = {
     "kmeans_seeds": integer(),  # k-means restarts of the evaluation-noise measurement
     "n_images": integer(),
     "samples_per_image": integer(),
+    "nll_samples": integer(),  # page 09: k of the importance-sampled NLL
     "n_neighbors": integer(),
     "max_points": integer(minimum=2),
     "perplexity": number(minimum=0, strict=True),  # t-SNE
