@@ -31,6 +31,8 @@ DECODERS = ("feedforward", "pixelcnn")
 #: fields that only the PixelCNN decoder reads
 PIXELCNN_FIELDS = ("pixelcnn_layers", "pixelcnn_channels")
 from .losses import RECONSTRUCTIONS
+from .precision import PRECISIONS, bf16_native, resolve_precision
+from .utils import resolve_device
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -85,6 +87,9 @@ class RunConfig:
     latent_weight: float = _f(1.0, "weight of the bottleneck loss (published MNIST code: 3.0)")
     seed: int = _f(0, "random seed for initialisation, batches and noise")
     device: str = _f("auto", "auto picks cuda, then mps, then cpu", DEVICES)
+    precision: str = _f("fp32", "training arithmetic: fp32 throughout, or bf16 autocast for the encoder and decoder "
+                                "only (bottleneck, losses, weights and Adam stay fp32; vqlib.precision), where the "
+                                "device multiplies bf16 natively; auto: bf16 there, fp32 elsewhere", PRECISIONS)
     log_every: int = _f(100, "steps between progress-bar and loss-curve updates")
     checkpoint_every: int = _f(1000, "steps between checkpoints (an interrupted run resumes from the last)")
     # evaluation
@@ -129,13 +134,27 @@ class RunConfig:
 
     def canonical(self) -> "RunConfig":
         """This config with every field that its bottleneck does not read (:data:`APPLIES_TO`) at its
-        default: two configs with the same canonical form train the same model (the run folder name,
-        reuse, resume and batching compare canonical forms)."""
+        default, and ``precision="auto"`` as what it picks on this machine (``"fp32"`` or ``"bf16"``):
+        two configs with the same canonical form train the same model (the run folder name, reuse,
+        resume and batching compare canonical forms)."""
         defaults = {f.name: f.default for f in fields(self)}
         unread = [name for name, models in APPLIES_TO.items() if self.bottleneck not in models]
         if self.decoder != "pixelcnn":
             unread += PIXELCNN_FIELDS
-        return self.replace(**{name: defaults[name] for name in unread})
+        return self.replace(**{name: defaults[name] for name in unread}, precision=self.training_precision(strict=False))
+
+    def training_precision(self, strict: bool = True) -> str:
+        """``"fp32"`` or ``"bf16"``: the precision this config trains in on this machine's ``device``.
+
+        ``strict``: ``precision="bf16"`` where the device has no native bf16 is a ValueError (else kept)."""
+        if self.precision == "fp32":
+            return "fp32"
+        if strict:
+            return resolve_precision(self.precision, resolve_device(self.device))
+        if self.precision == "bf16":
+            return "bf16"
+        device = resolve_device("auto") if self.device == "auto" else self.device  # an absent device: not native
+        return "bf16" if bf16_native(device) else "fp32"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
