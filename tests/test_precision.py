@@ -1,5 +1,7 @@
 """Training precision (RunConfig.precision, vqlib.precision): bf16 autocast for the encoder and decoder only."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,31 @@ def test_the_precision_is_recorded_and_a_run_does_not_resume_in_another(digits, 
                           progress=False) == metrics  # the same model: reused
     with pytest.raises(ValueError, match="was trained in bf16, this run would go on in fp32"):
         run_experiment(config.replace(num_iterations=30), tmp_path / "run", dataset=digits, progress=False)
+
+
+def test_a_page_says_which_precision_its_runs_trained_in(tmp_path, capsys, no_native_bf16):
+    """A page with a ``precision`` parameter: start prints it and finish records it, as resolved on the device."""
+    from vqlib import notebook
+
+    page = {"results_dir": str(tmp_path), "device": "cpu", "seed": 0, "precision": "auto"}
+    session = notebook.start(page)
+    assert "training precision: fp32" in capsys.readouterr().out  # auto on a CPU without bf16
+    shown = notebook.finish(session)
+    assert shown.loc["training precision", "value"] == "fp32"
+    assert json.loads((tmp_path / "provenance.json").read_text())["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision='bf16' is not allowed on cpu"):
+        notebook.start({**page, "precision": "bf16"})  # before any work
+    with pytest.raises(ValueError, match="precision"):
+        notebook.start({**page, "precision": "fp16"})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (torch.cuda.is_available() and bf16_native("cuda")), reason="needs a CUDA GPU with bf16")
+def test_a_bf16_run_follows_the_fp32_loss_curve_on_cuda(digits):
+    config = RunConfig(bottleneck="soft_vq", num_iterations=300, **{**SMALL, "device": "cuda"})
+    configs = [config, config.replace(seed=1)]
+    fp32 = train_many(configs, dataset=digits, progress=False)
+    bf16 = train_many([c.replace(precision="auto") for c in configs], dataset=digits, progress=False)
+    for a, b in zip(fp32, bf16):
+        assert b.precision == "bf16" and b.device.type == "cuda"
+        np.testing.assert_allclose([r["loss"] for r in b.history], [r["loss"] for r in a.history], rtol=2e-2)

@@ -31,7 +31,7 @@ DECODERS = ("feedforward", "pixelcnn")
 #: fields that only the PixelCNN decoder reads
 PIXELCNN_FIELDS = ("pixelcnn_layers", "pixelcnn_channels")
 from .losses import RECONSTRUCTIONS
-from .precision import PRECISIONS, bf16_native, resolve_precision
+from .precision import PRECISIONS, resolve_precision
 from .utils import resolve_device
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -149,12 +149,9 @@ class RunConfig:
         ``strict``: ``precision="bf16"`` where the device has no native bf16 is a ValueError (else kept)."""
         if self.precision == "fp32":
             return "fp32"
-        if strict:
-            return resolve_precision(self.precision, resolve_device(self.device))
-        if self.precision == "bf16":
-            return "bf16"
-        device = resolve_device("auto") if self.device == "auto" else self.device  # an absent device: not native
-        return "bf16" if bf16_native(device) else "fp32"
+        # not strict: an explicit device that is absent here is kept (it has no native bf16 here)
+        device = resolve_device(self.device) if strict or self.device == "auto" else self.device
+        return resolve_precision(self.precision, device, strict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -17,8 +17,8 @@
 
 Native means: on CUDA ``torch.cuda.is_bf16_supported(including_emulation=False)`` (Ampere and
 newer); on a CPU, a bf16 dot-product instruction reported by ``torch.cpu.get_capabilities()``
-(x86: ``avx512_bf16`` or ``amx_bf16``; ARM: ``bf16``) with oneDNN available. Elsewhere (MPS, older
-CPUs and GPUs) bf16 would be emulated, slower than float32, so ``"bf16"`` there is an error.
+(x86: ``avx512_bf16`` or ``amx_bf16``; ARM: ``bf16``) with oneDNN available. Elsewhere (older CPUs and
+GPUs, where bf16 is emulated and slower than float32, and MPS, not measured) ``"bf16"`` is an error.
 """
 
 from __future__ import annotations
@@ -51,16 +51,18 @@ def bf16_native(device) -> bool:
     return False
 
 
-def resolve_precision(precision: str, device) -> str:
-    """``"fp32"`` or ``"bf16"``: what ``precision`` means on ``device``; ``"bf16"`` where it is not native is an error."""
+def resolve_precision(precision: str, device, strict: bool = True) -> str:
+    """``"fp32"`` or ``"bf16"``: what ``precision`` means on ``device``.
+
+    ``strict``: ``"bf16"`` where the device has no native bf16 is a ValueError (else it is returned as asked)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not allowed: choose one of {', '.join(map(repr, PRECISIONS))}")
     device = torch.device(device)
     if precision == "auto":
         return "bf16" if bf16_native(device) else "fp32"
-    if precision == "bf16" and not bf16_native(device):
+    if precision == "bf16" and strict and not bf16_native(device):
         raise ValueError(f"precision='bf16' is not allowed on {device}: this device has no native bf16 matrix "
                          "multiply (it would be emulated, slower than fp32); use precision='auto' or 'fp32'")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision={precision!r} is not allowed: choose one of {', '.join(map(repr, PRECISIONS))}")
     return precision
 
 
