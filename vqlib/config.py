@@ -31,6 +31,8 @@ DECODERS = ("feedforward", "pixelcnn")
 #: fields that only the PixelCNN decoder reads
 PIXELCNN_FIELDS = ("pixelcnn_layers", "pixelcnn_channels")
 from .losses import RECONSTRUCTIONS
+from .precision import PRECISIONS, resolve_precision
+from .utils import resolve_device
 ARCHITECTURES = ("auto", "mlp", "cnn")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: the first of the log-spaced evaluation steps (``eval_steps="log"``: 250, 500, 1000, ...)
@@ -87,6 +89,9 @@ class RunConfig:
     latent_weight: float = _f(1.0, "weight of the bottleneck loss (published MNIST code: 3.0)")
     seed: int = _f(0, "random seed for initialisation, batches and noise")
     device: str = _f("auto", "auto picks cuda, then mps, then cpu", DEVICES)
+    precision: str = _f("fp32", "training arithmetic: fp32 throughout, or bf16 autocast for the encoder and decoder "
+                                "only (bottleneck, losses, weights and Adam stay fp32; vqlib.precision), where the "
+                                "device multiplies bf16 natively; auto: bf16 there, fp32 elsewhere", PRECISIONS)
     log_every: int = _f(100, "steps between progress-bar and loss-curve updates")
     checkpoint_every: int = _f(1000, "steps between checkpoints (an interrupted run resumes from the last)")
     # evaluation
@@ -170,13 +175,24 @@ class RunConfig:
 
     def canonical(self) -> "RunConfig":
         """This config with every field that its bottleneck does not read (:data:`APPLIES_TO`) at its
-        default: two configs with the same canonical form train the same model (the run folder name,
-        reuse, resume and batching compare canonical forms)."""
+        default, and ``precision="auto"`` as what it picks on this machine (``"fp32"`` or ``"bf16"``):
+        two configs with the same canonical form train the same model (the run folder name, reuse,
+        resume and batching compare canonical forms)."""
         defaults = {f.name: f.default for f in fields(self)}
         unread = [name for name, models in APPLIES_TO.items() if self.bottleneck not in models]
         if self.decoder != "pixelcnn":
             unread += PIXELCNN_FIELDS
-        return self.replace(**{name: defaults[name] for name in unread})
+        return self.replace(**{name: defaults[name] for name in unread}, precision=self.training_precision(strict=False))
+
+    def training_precision(self, strict: bool = True) -> str:
+        """``"fp32"`` or ``"bf16"``: the precision this config trains in on this machine's ``device``.
+
+        ``strict``: ``precision="bf16"`` where the device has no native bf16 is a ValueError (else kept)."""
+        if self.precision == "fp32":
+            return "fp32"
+        # not strict: an explicit device that is absent here is kept (it has no native bf16 here)
+        device = resolve_device(self.device) if strict or self.device == "auto" else self.device
+        return resolve_precision(self.precision, device, strict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

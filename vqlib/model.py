@@ -8,6 +8,7 @@ from torch import nn
 from .bottlenecks import Bottleneck, make_bottleneck
 from .networks import CNNEncoder, MLPEncoder, make_networks
 from .pixelcnn import PixelCNNDecoder
+from .precision import full_precision
 from .validation import check_number
 
 
@@ -81,10 +82,23 @@ class Autoencoder(nn.Module):
 
         ``noise``: the bottleneck's random numbers for this pass (see ``Bottleneck.sample_noise``);
         None draws them from torch's global generator in training.
+
+        Under bf16 autocast (``RunConfig.precision``, :mod:`vqlib.precision`) the encoder and decoder
+        multiply in bf16, while the bottleneck gets z_e and its extra head back in the parameters'
+        dtype and runs with autocast off; the logits come out in bf16.
         """
         z_e, extra = self.encode_heads(x)
-        z_q, aux = self.bottleneck(z_e, extra, noise)
+        with full_precision(z_e):
+            dtype = self.bottleneck_dtype
+            z_e = z_e.to(dtype)  # (b, d); a no-op without autocast
+            extra = extra.to(dtype) if extra is not None else None
+            z_q, aux = self.bottleneck(z_e, extra, noise)
         return self.decode(z_q, x), z_e, aux
+
+    @property
+    def bottleneck_dtype(self) -> torch.dtype:
+        """The dtype the bottleneck computes in: that of the encoder's parameters (float32 unless made otherwise)."""
+        return next(self.encoder.parameters()).dtype
 
 
 @torch.no_grad()

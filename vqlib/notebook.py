@@ -22,6 +22,7 @@ from pathlib import Path
 from .bottlenecks import BOTTLENECKS
 from .config import RunConfig
 from .factors import FACTORS
+from .precision import resolve_precision
 from .utils import atomic_write_bytes, atomic_write_json, provenance, resolve_device, set_seed
 from .validation import (check_number, flag, integer, integers, number, numbers, one_of, some_of, text,
                          widths)
@@ -198,7 +199,9 @@ def start(namespace: dict, rules: dict | None = None) -> Session:
     if "seed" in values:
         set_seed(values["seed"])
     session = Session(parameters, values, results_dir, resolve_device(values.get("device", "auto")))
-    print(f"device: {session.device}; results: {results_dir}")
+    precision = (f"; training precision: {resolve_precision(values['precision'], session.device)}"
+                 if "precision" in values else "")  # bf16 where the device has none: an error here, before any work
+    print(f"device: {session.device}{precision}; results: {results_dir}")
     return session
 
 
@@ -276,11 +279,14 @@ def finish(session: Session, **extra):
     """Save ``provenance.json`` and show what produced this page: parameters, commit, versions, device, time."""
     import pandas as pd
 
+    precision = session.parameters.get("precision")  # a page that trains: what its runs' steps ran in
+    precision = resolve_precision(precision, session.device, strict=False) if precision is not None else None
     record = {"parameters": session.parameters, "wall_time_s": round(time.perf_counter() - session.started, 1),
-              **provenance(session.device), **extra}
+              **provenance(session.device, precision), **extra}
     atomic_write_json(session.results_dir / "provenance.json", record)
     rows = [("parameter: " + k, v) for k, v in session.parameters.items()]
-    rows += [("git commit", record["git_commit"]), ("device", record.get("device_name", record["device"])),
-             ("wall time (s)", record["wall_time_s"]), ("platform", record["platform"])]
+    rows += [("git commit", record["git_commit"]), ("device", record.get("device_name", record["device"]))]
+    rows += [("training precision", precision)] if precision is not None else []
+    rows += [("wall time (s)", record["wall_time_s"]), ("platform", record["platform"])]
     rows += [(f"version: {k}", v) for k, v in record["versions"].items()]
     return pd.DataFrame(rows, columns=["what produced this page", "value"]).set_index("what produced this page")

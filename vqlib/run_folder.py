@@ -122,7 +122,8 @@ METRICS_JSON = Record(
               "resumed_from": INTEGER, "train_wall_time_s": maybe(NUMBER), "train_steps_timed": maybe(INTEGER),
               "runs_trained_together": maybe(INTEGER), "eval_wall_time_s": NUMBER, "git_commit": maybe(TEXT),
               "versions": DictOf(TEXT, maybe(TEXT)), "platform": TEXT, "cpu_count": maybe(INTEGER),
-              "torch_threads": INTEGER, "omp_wait_policy": TEXT, "device": TEXT, "device_name": TEXT},
+              "torch_threads": INTEGER, "omp_wait_policy": TEXT, "device": TEXT, "device_name": TEXT,
+              "precision": TEXT},
     extra=True)
 #: one row of ``evaluations.json`` per evaluated step: k-means on the run's held-out digits (RunConfig.eval_steps)
 EVALUATION_ROW = Record({"step": INTEGER, "clustering_acc": NUMBER, "nmi": NUMBER})
@@ -140,7 +141,7 @@ SCHEMAS = {
                              "param_groups": ListOf(DictOf(TEXT, Either((SCALAR, ListOf(NUMBER, tuples=True)))))}),
         "input_shape": ListOf(INTEGER, tuples=True), "step": INTEGER, "rng": Record({"generator": BYTE_TENSOR}),
         "history": ListOf(HISTORY_ROW),
-    }),
+    }, optional={"precision": TEXT}),  # what the run trained in, "fp32" or "bf16" (absent before precision existed)
     "latents.npz": Record({"z_test": Array("f", 2, "a 2-d float array"), "y_test": Array("iu", 1, "a 1-d int array"),
                            "z_train": Array("f", 2, "a 2-d float array"),
                            "y_train": Array("iu", 1, "a 1-d int array")}),

@@ -28,7 +28,8 @@ def run_name(config: RunConfig) -> str:
     hash of every other setting that changes training, so a folder is only ever reused for the same
     model. The hash covers the settings that differ from their defaults, so a field added to
     ``RunConfig`` later leaves existing names alone; fields the bottleneck does not read
-    (``RunConfig.canonical``) do not change the name."""
+    (``RunConfig.canonical``) do not change the name. A run trained in bf16 says so (``-bf16``
+    before the hash); ``precision="auto"`` is named by what it picks on this machine."""
     from .bottlenecks import QUANTIZERS
 
     defaults = RunConfig().to_dict()
@@ -37,8 +38,9 @@ def run_name(config: RunConfig) -> str:
     digest = hashlib.sha1(json.dumps(fixed, sort_keys=True).encode()).hexdigest()[:8]
     k = f"K{config.num_codes}" if config.bottleneck in QUANTIZERS else "K0"
     decoder = f"-pixelcnn{config.pixelcnn_layers}" if config.decoder == "pixelcnn" else ""
+    precision = "" if fixed.get("precision", "fp32") == "fp32" else f"-{fixed['precision']}"
     return (f"{config.dataset}-{config.bottleneck}{decoder}-d{config.code_dim}-{k}-it{config.num_iterations}"
-            f"-seed{config.seed}-{digest}")
+            f"-seed{config.seed}{precision}-{digest}")
 
 
 def run_experiment(config: RunConfig, out_dir, dataset=None, progress: bool = True, reuse: bool = True) -> dict:
@@ -56,7 +58,8 @@ def finished_metrics(config: RunConfig, out_dir) -> dict | None:
     if path.exists():
         check_format(out_dir)
         metrics = read_json(path)
-        if isinstance(metrics, dict) and _same_model(metrics.get("config"), config):
+        if (isinstance(metrics, dict) and _same_model(metrics.get("config"), config)
+                and metrics.get("precision", "fp32") == config.canonical().precision):  # what it ran in
             return metrics
     return None
 
@@ -100,7 +103,7 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
             results[i] = {**{m: None for m in METRICS}, "diverged_at": result.diverged.step,
                           "diverged": str(result.diverged), "dataset": config.dataset,
                           "bottleneck": config.bottleneck, "seed": config.seed, "iterations": result.diverged.step,
-                          "config": config.to_dict(), **provenance(device)}
+                          "config": config.to_dict(), **provenance(device, result.precision)}
             atomic_write_json(out_dirs[i] / "metrics.json", results[i])
             continue
         latents, codebook = _encode_and_save(result.model, scored_on(config, dataset), out_dirs[i])
@@ -114,7 +117,8 @@ def _run_many(configs, out_dirs, dataset, progress, reuse, n_jobs) -> list[dict]
         results[i] = _save_metrics(out_dirs[i], configs[i], {**score, **codebook, **final}, device,
                                    iterations=configs[i].num_iterations, wall_time=result.wall_time,
                                    train_steps_timed=configs[i].num_iterations - result.resumed_from,
-                                   eval_time=eval_time, runs_together=result.runs_together)
+                                   eval_time=eval_time, runs_together=result.runs_together,
+                                   precision=result.precision)
     return results
 
 
@@ -162,15 +166,17 @@ def _evaluate_run(out_dir, n_init, device, dataset) -> dict:
     latents, codebook = _encode_and_save(model, scored_on(config, dataset), Path(out_dir))
     score = evaluate_latents_many([_scoring_job(latents, config)], n_jobs=1)[0]
     return _save_metrics(Path(out_dir), config, {**score, **codebook}, device, iterations=checkpoint["step"],
-                         wall_time=None, train_steps_timed=None, eval_time=time.perf_counter() - start)
+                         wall_time=None, train_steps_timed=None, eval_time=time.perf_counter() - start,
+                         precision=checkpoint.get("precision", "fp32"))
 
 
 def _save_metrics(out_dir: Path, config: RunConfig, metrics: dict, device, iterations: int, wall_time,
-                  train_steps_timed, eval_time: float, runs_together: int | None = None) -> dict:
+                  train_steps_timed, eval_time: float, runs_together: int | None = None,
+                  precision: str = "fp32") -> dict:
     metrics = {**metrics,
                "dataset": config.dataset, "bottleneck": config.bottleneck, "seed": config.seed,
                "iterations": iterations, "train_wall_time_s": wall_time, "train_steps_timed": train_steps_timed,
                "runs_trained_together": runs_together, "eval_wall_time_s": eval_time, "diverged_at": None,
-               "config": config.to_dict(), **provenance(device)}
+               "config": config.to_dict(), **provenance(device, precision)}
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

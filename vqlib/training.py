@@ -29,6 +29,14 @@ depend on which runs share its batch (tested: two configs trained together and e
 whose loss becomes non-finite is recorded as diverged at the next logged interval and leaves the
 stack; so does a run that reaches its ``num_iterations``; the others go on.
 
+Precision
+---------
+``RunConfig.precision="bf16"`` (or ``"auto"`` where the device has native bf16) runs each step's
+encoder and decoder under ``torch.autocast(dtype=torch.bfloat16)``, inside the vmapped one-run
+function; the bottleneck, the losses, the float32 master weights and Adam stay as in fp32
+(:mod:`vqlib.precision` says which op runs in which precision and why). The checkpoint records the
+precision a run trained in, and a run does not resume in another one.
+
 The host synchronises only every ``log_every`` steps. Each run keeps its own run folder:
 ``checkpoint.pt`` (model, optimiser state in the one-run layout, config, step, generator state,
 loss history; written atomically) and ``history.json``; an interrupted batch resumes from them and
@@ -52,6 +60,7 @@ from .config import RunConfig
 from .datasets import Dataset, load_dataset
 from .losses import reconstruction_loss
 from .model import Autoencoder
+from .precision import autocast, resolve_precision
 from .run_folder import (EVALUATION_COLUMNS, EVALUATIONS, HISTORY_COLUMNS, RunFolderError, lock_all, prepare,
                          read_checkpoint, read_config, read_json)
 from .utils import atomic_torch_save, atomic_write_json, resolve_device, set_seed
@@ -90,6 +99,7 @@ class TrainResult:
     diverged: TrainingDiverged | None = None  # set when the loss became non-finite (train_many only)
     runs_together: int = 1  # how many runs were trained in one stack with this one (at the start)
     evaluations: list = field(default_factory=list)  # one dict per step of eval_steps, keys EVALUATION_COLUMNS
+    precision: str = "fp32"  # what the training step ran in: "fp32" or "bf16" (RunConfig.precision resolved)
 
 
 def batch_key(config: RunConfig) -> tuple:
@@ -165,7 +175,7 @@ def _train_runs(configs, out_dirs, dataset, device, progress, callback, init_sta
     for step in sorted({run.step for run in pending}):  # runs resumed at different steps train apart
         _train_stack([run for run in pending if run.step == step], dataset, device, progress, callback)
     return [TrainResult(run.model(), run.config, dataset, device, run.history, run.wall_time, run.resumed_from,
-                        run.diverged, run.runs_together, run.evaluations) for run in runs]
+                        run.diverged, run.runs_together, run.evaluations, run.precision) for run in runs]
 
 
 def _check_batchable(configs) -> None:
@@ -184,6 +194,7 @@ class _Run:
 
     def __init__(self, config: RunConfig, out_dir, device: torch.device, input_shape):
         self.config, self.device, self.input_shape = config, device, tuple(input_shape)
+        self.precision = resolve_precision(config.precision, device)  # "fp32" or "bf16"; bf16 not native: an error
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(config.seed)
@@ -210,7 +221,7 @@ class _Run:
                 run.model_state = _warm_start(run.model_state, init_state, device)
         else:
             checkpoint = read_checkpoint(path, device)
-            _check_resumable(checkpoint, config, path)
+            _check_resumable(checkpoint, config, path, run.precision)
             run.model_state, run.optimizer_state = checkpoint["model"], checkpoint["optimizer"]
             run.loaded_from = path
             try:
@@ -245,7 +256,7 @@ class _Run:
             return
         atomic_torch_save(self.checkpoint_path, {
             "format": CHECKPOINT_FORMAT, "model": self.model_state, "optimizer": self.optimizer_state,
-            "config": self.config.to_dict(), "input_shape": self.input_shape, "step": self.step,
+            "config": self.config.to_dict(), "precision": self.precision, "input_shape": self.input_shape, "step": self.step,
             "rng": {"generator": self.generator.get_state()}, "history": self.history,
         })
         atomic_write_json(self.out_dir / "history.json", self.history)
@@ -285,6 +296,7 @@ class _Stack:
         # reconstruction="nmse" divides by the variance of each run's own training pixels (_training_data)
         self.data_variance = (torch.stack([run.data_variance for run in runs])
                               if runs[0].config.reconstruction == "nmse" else None)
+        self.device, self.precision = device, runs[0].precision
 
     def export(self) -> None:
         """Write each run's slice of the stack back into the run (model and optimiser state)."""
@@ -305,8 +317,9 @@ class _Stack:
         ``data_variance``: None, or each run's training-pixel variance (R,) for ``reconstruction="nmse"``."""
 
         def one_run(params, buffers, x, noise, latent_weight, data_variance):
-            logits, _, aux = functional_call(self.base, (params, buffers), (x,), {"noise": noise})
-            recon = reconstruction_loss(logits, x, recon_kind, data_variance)
+            with autocast(self.precision, self.device):  # bf16: encoder and decoder only (vqlib.precision)
+                logits, _, aux = functional_call(self.base, (params, buffers), (x,), {"noise": noise})
+            recon = reconstruction_loss(logits.to(x.dtype), x, recon_kind, data_variance)  # in x's dtype
             return recon + latent_weight * aux["loss"], recon, aux["loss"], aux.get("indices")
 
         if len(self.runs) == 1:  # one run: the same function without vmap's overhead
@@ -497,11 +510,16 @@ def _save_stack(stack: _Stack, step: int, runs=None) -> None:
         run.save()
 
 
-def _check_resumable(checkpoint: dict, config: RunConfig, path: Path) -> None:
+def _check_resumable(checkpoint: dict, config: RunConfig, path: Path, precision: str) -> None:
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} was written by another version of vqlib (checkpoint format "
                          f"{checkpoint.get('format', 1)}, this version reads {CHECKPOINT_FORMAT}): "
                          "train into a new --out folder")
+    saved_precision = checkpoint.get("precision", "fp32")  # a checkpoint from before precision existed: fp32
+    if saved_precision != precision:
+        raise ValueError(f"{path} was trained in {saved_precision}, this run would go on in {precision} "
+                         f"(precision={config.precision!r} on {config.device}); use a new --out folder or "
+                         f"precision={saved_precision!r} to resume")
     saved, current = read_config(checkpoint["config"], path).canonical().to_dict(), config.canonical().to_dict()
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:

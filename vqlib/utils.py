@@ -132,8 +132,8 @@ def library_versions() -> dict:
     return versions
 
 
-def provenance(device=None) -> dict:
-    """What produced a result: commit, library versions, machine and device."""
+def provenance(device=None, precision: str | None = None) -> dict:
+    """What produced a result: commit, library versions, machine, device and (given) training precision."""
     info = {"git_commit": git_commit(), "versions": library_versions(), "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "OpenMP default (spinning)")}
@@ -142,4 +142,6 @@ def provenance(device=None) -> dict:
         info["device"] = str(device)
         if device.type == "cuda":
             info["device_name"] = torch.cuda.get_device_name(device)
+    if precision is not None:
+        info["precision"] = precision  # "fp32" or "bf16", as resolved (vqlib.precision)
     return info
