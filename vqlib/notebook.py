@@ -28,7 +28,7 @@ from .validation import (check_number, flag, integer, integers, number, numbers,
                          widths)
 
 #: The book's parameter sets: ``default`` is each page's parameters cell, the others are in notebooks/params/:
-# default: the book (a 2-core CPU, 30 minutes in all); smoke: CI, seconds a page; full: a CPU afternoon for the
+# default: the book (a 2-core CPU, 30 minutes in all); smoke: CI, seconds a page; full: hours of a CPU for the
 # pages that define one (the others run their default); paper: the papers' protocols, on a GPU
 PARAM_SETS = ("default", "smoke", "full", "paper")
 
