@@ -300,3 +300,23 @@ def test_gaussian_information_saturates_at_log_n_and_collapse_measures_say_so():
     result = collapse_measures(_model("vae"), _images(40))
     assert result["mutual_information_ceiling"] == pytest.approx(math.log(40))
     assert result["mutual_information"] <= result["mutual_information_ceiling"] + 1e-9
+
+
+def test_code_content_tells_a_code_of_the_class_from_a_code_of_the_detail():
+    """Images = class template + within-class detail (a few random directions): a code holding the class one-hot
+    reads the class and none of the detail; a code holding the detail coefficients reads the detail (R^2 near 1)
+    and, the detail being independent of the class, the class only at chance."""
+    from vqlib.posterior import code_content
+
+    rng = np.random.default_rng(0)
+    n, pixels, classes, k = 2000, 40, 5, 3
+    templates, directions = rng.normal(size=(classes, pixels)), rng.normal(size=(k, pixels))
+    y = rng.integers(classes, size=n)
+    coefficients = rng.normal(size=(n, k))
+    x = templates[y] + coefficients @ directions
+    split = n // 2
+    for z, class_ok, detail_ok in ((np.eye(classes)[y], lambda a: a == 1.0, lambda r: abs(r) < 0.02),
+                                   (coefficients, lambda a: a < 1 / classes + 0.06, lambda r: r > 0.99)):
+        content = code_content(z[:split], y[:split], x[:split], z[split:], y[split:], x[split:])
+        assert class_ok(content["class_accuracy"]), content
+        assert detail_ok(content["detail_r2"]), content

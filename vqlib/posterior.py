@@ -279,3 +279,35 @@ def decoder_variance(beta: float, data_variance: float, input_dim: int) -> float
     if not (isinstance(beta, (int, float)) and beta > 0):
         raise ValueError(f"beta={beta!r} is not allowed: the decoder variance needs a KL weight > 0")
     return beta * input_dim * data_variance / 2
+
+
+def code_content(z_train, y_train, x_train, z_test, y_test, x_test, ridge: float = 1.0, seed: int = 0) -> dict:
+    """What a code keeps, read out linearly: the digit's class (global) and its detail within the class (local).
+
+    VLAE (Chen et al. 2017) predicts that a decoder which models local structure itself leaves the code a
+    *lossy* one: it keeps what the decoder's window cannot see (the digit's identity, its global shape) and
+    drops the local detail. Two linear probes fitted on the training codes and scored on the test codes:
+
+    * ``class_accuracy``: a softmax classifier's accuracy on the digit label
+      (:func:`vqlib.evaluation.classification_accuracy`);
+    * ``detail_r2``: how much of each image's deviation from its class's mean image (x - mean_{y}) a ridge
+      regression on z explains on the test images (R^2, pixels weighted by their variance; 0: none, 1: all).
+
+    ``z_*`` (N, d) codes (e.g. the posterior means of :func:`encode_posterior`), ``y_*`` labels, ``x_*`` images.
+    """
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
+    from .evaluation import classification_accuracy
+
+    as_array = lambda a: np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=np.float64)  # noqa: E731
+    z_train, z_test = as_array(z_train), as_array(z_test)
+    x_train, x_test = as_array(x_train).reshape(len(z_train), -1), as_array(x_test).reshape(len(z_test), -1)
+    y_train, y_test = np.asarray(y_train).astype(int), np.asarray(y_test).astype(int)
+    means = {c: x_train[y_train == c].mean(0) for c in np.unique(y_train)}
+    fallback = x_train.mean(0)  # a class absent from the training images
+    residual = lambda x, y: x - np.stack([means.get(c, fallback) for c in y])  # noqa: E731
+    detail = Ridge(alpha=ridge).fit(z_train, residual(x_train, y_train))
+    return {"class_accuracy": classification_accuracy(z_train, y_train, z_test, y_test, seed=seed),
+            "detail_r2": float(r2_score(residual(x_test, y_test), detail.predict(z_test),
+                                        multioutput="variance_weighted"))}
