@@ -36,6 +36,8 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
+from .validation import check_positive_int
+
 __all__ = [
     "BINARY_DATASETS",
     "DATASETS",
@@ -113,8 +115,7 @@ class Dataset:
         from sklearn.model_selection import StratifiedKFold
 
         num_folds = num_folds or NUM_FOLDS
-        if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
-            raise ValueError(f"fold={fold!r} is not allowed: fold must be an integer in 0..{num_folds - 1}")
+        fold = check_positive_int("fold", fold, minimum=0, maximum=num_folds - 1)
         labels = torch.cat([self.y_train, self.y_test]).cpu().numpy()
         splits = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=FOLD_SEED).split(labels, labels)
         train_rows, test_rows = list(splits)[fold]

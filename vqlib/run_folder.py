@@ -45,7 +45,7 @@ FORMAT_VERSION = 2
 MARKER = "run.json"
 LOCK = ".lock"
 EVALUATIONS = "evaluations.json"  # a run's scores over training (RunConfig.eval_steps), one row per step
-FILES = ("config.json", "checkpoint.pt", "history.json", "metrics.json", "latents.npz", "evaluations.json")
+FILES = ("config.json", "checkpoint.pt", "history.json", "metrics.json", "latents.npz", EVALUATIONS)
 
 
 class RunFolderError(RuntimeError):

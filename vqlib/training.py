@@ -371,9 +371,7 @@ def _train_stack(runs: list, dataset: Dataset, device: torch.device, progress: b
     """Train ``runs`` (all at the same step) in one stack until each has finished or diverged."""
     config = runs[0].config
     b = config.batch_size
-    pool, data = _training_data(runs, dataset)  # the examples, and each run's training rows and held-out digits
-    for run in runs:
-        run.train_rows, run.heldout = data[id(run)]
+    pool = _training_data(runs, dataset)  # the examples; each run's training rows, held-out digits, data variance
     stack = _Stack(runs, device)
     for run in runs:
         run.runs_together = len(runs)
@@ -456,32 +454,30 @@ class _EmptyStack:
     runs: list = []
 
 
-def _training_data(runs: list, dataset: Dataset):
-    """The examples the runs draw their batches from, and for each run (by id) its training rows into
-    them (None: all of them) and its held-out digits (x, y) that ``eval_steps`` scores.
+def _training_data(runs: list, dataset: Dataset) -> torch.Tensor:
+    """The examples the runs draw their batches from; each run gets its ``train_rows`` into them (None: all
+    of them), its ``heldout`` digits (x, y) that ``eval_steps`` scores, and, for ``reconstruction="nmse"``,
+    the ``data_variance`` of its own training pixels (else None).
 
     Without cross-fitting that is the dataset's training split and its test split; when a run of the
     stack has a ``fold``, the examples are the pooled train and test digits (:meth:`Dataset.fold`) and
     every run draws from its own rows, so runs on different folds still train in one stack."""
-    folds = {run.config.fold for run in runs}
-    if folds == {None}:
-        pool = dataset.x_train
-        data = {id(run): (None, (dataset.x_test, dataset.y_test)) for run in runs}
+    if {run.config.fold for run in runs} == {None}:
+        pool, labels = dataset.x_train, None
     else:
         pool, labels = torch.cat([dataset.x_train, dataset.x_test]), torch.cat([dataset.y_train, dataset.y_test])
-        own = torch.arange(len(dataset.x_train), device=pool.device)
-        data = {}
-        for run in runs:
-            if run.config.fold is None:
-                data[id(run)] = (own, (dataset.x_test, dataset.y_test))
-            else:
-                train_rows, test_rows = dataset.fold_rows(run.config.fold)
-                data[id(run)] = (train_rows, (pool[test_rows], labels[test_rows]))
-    for run in runs:  # reconstruction="nmse" divides by the variance of the run's own training pixels
-        rows = data[id(run)][0]
-        run.data_variance = (pool if rows is None else pool[rows]).var() if runs[0].config.reconstruction == "nmse" \
-            else None
-    return pool, data
+    for run in runs:
+        if labels is None:
+            run.train_rows, run.heldout = None, (dataset.x_test, dataset.y_test)
+        elif run.config.fold is None:
+            run.train_rows, run.heldout = torch.arange(len(dataset.x_train), device=pool.device), \
+                (dataset.x_test, dataset.y_test)
+        else:
+            run.train_rows, test_rows = dataset.fold_rows(run.config.fold)
+            run.heldout = (pool[test_rows], labels[test_rows])
+        run.data_variance = ((pool if run.train_rows is None else pool[run.train_rows]).var()
+                             if run.config.reconstruction == "nmse" else None)
+    return pool
 
 
 def _evaluate_stack(stack: _Stack, scoring: list, step: int) -> None:
